@@ -1,0 +1,435 @@
+"""Public API: :func:`fit` and its result, :class:`JMTResult`.
+
+This is the only layer that knows about scipy matrices and the user's types;
+it validates, converts, preprocesses and hands raw arrays to the driver.
+"""
+
+from __future__ import annotations
+
+import logging
+import numbers
+import sys
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional, Union
+
+import numpy as np
+import scipy.sparse as sp
+
+from . import preprocess as pp
+from ._threads import fit_threads, resolve_n_threads
+from .driver import RunOutcome, Schedule, run_once
+from .objective import TERMS, Modality, Problem
+
+logger = logging.getLogger("fastjmt")
+
+__all__ = ["fit", "JMTResult", "ConvergenceWarning", "DEFAULT_WEIGHTS"]
+
+#: Default term weights a1…a5 (see docs/model.md for how they were chosen).
+DEFAULT_WEIGHTS = {"a1": 1000.0, "a2": 1000.0, "a3": 1.0, "a4": 1.0, "a5": 100.0, "a6": 10.0}
+
+
+class ConvergenceWarning(UserWarning):
+    """The fit stopped at ``max_iter`` before the loss settled."""
+
+
+@dataclass
+class JMTResult:
+    """A fitted scJMT model: plain NumPy arrays, ready for AnnData's ``.obsm``/``.varm``/``.uns``.
+
+    Attributes
+    ----------
+    C_rna, C_atac : ndarray, shape (n_cells, K)
+        Soft cluster membership of each cell (rows on the simplex).
+    C_genes, C_regions : ndarray, shape (n_features, K)
+        Soft cluster membership of each feature (rows on the simplex).
+    S_rna, S_atac : ndarray, shape (K, K)
+        Association between cell clusters (rows) and feature clusters (columns).
+    b_rna, b_atac, b_genes, b_regions : ndarray
+        Cell and feature biases.
+    labels_rna, labels_atac : ndarray of int64
+        Hard cell clusters: the argmax of each row of C. Columns ``0 … n_shared−1``
+        are shared clusters, then the RNA-only ones, then the ATAC-only ones.
+    labels_genes, labels_regions : ndarray of int64
+        Hard feature clusters (argmax of C_genes / C_regions).
+    loss_history : ndarray, shape (n_iter + 1, 7)
+        Per epoch (row 0 is the starting point): ``recon_atac, recon_rna`` (weighted),
+        ``cos_S, cos_features`` (cosines, in [−1, 1]), ``mask``, ``entropy`` (unweighted), ``total``.
+    loss_terms : tuple of str
+        The column names of ``loss_history``.
+    n_iter : int
+        Epochs run by the kept restart.
+    converged : bool
+        Whether the kept restart met the tolerance before ``max_iter``.
+    seed : int
+        Seed of the kept restart (``fit(..., random_state=seed, n_init=1)`` reruns it).
+    n_shared, n_rna_only, n_atac_only : int
+        The cluster layout.
+    fit_seconds : float
+        Wall time of the whole fit, restarts included.
+    restart_losses : ndarray
+        Final loss of every restart.
+    """
+
+    C_rna: np.ndarray
+    C_atac: np.ndarray
+    C_genes: np.ndarray
+    C_regions: np.ndarray
+    S_rna: np.ndarray
+    S_atac: np.ndarray
+    b_rna: np.ndarray
+    b_atac: np.ndarray
+    b_genes: np.ndarray
+    b_regions: np.ndarray
+    loss_history: np.ndarray
+    n_iter: int
+    converged: bool
+    seed: int
+    n_shared: int
+    n_rna_only: int
+    n_atac_only: int
+    fit_seconds: float
+    restart_losses: np.ndarray
+    loss_terms: tuple = field(default=TERMS + ("total",))
+
+    @property
+    def labels_rna(self) -> np.ndarray:
+        return np.argmax(self.C_rna, axis=1)
+
+    @property
+    def labels_atac(self) -> np.ndarray:
+        return np.argmax(self.C_atac, axis=1)
+
+    @property
+    def labels_genes(self) -> np.ndarray:
+        return np.argmax(self.C_genes, axis=1)
+
+    @property
+    def labels_regions(self) -> np.ndarray:
+        return np.argmax(self.C_regions, axis=1)
+
+    @property
+    def loss(self) -> float:
+        """The final value of the objective."""
+        return float(self.loss_history[-1, -1])
+
+    @property
+    def K(self) -> int:
+        return self.C_rna.shape[1]
+
+    def to_dict(self) -> dict:
+        """Every array and scalar of the result in a plain dict (for ``np.savez`` or AnnData ``.uns``)."""
+        out = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        out.update(labels_rna=self.labels_rna, labels_atac=self.labels_atac,
+                   labels_genes=self.labels_genes, labels_regions=self.labels_regions)
+        return out
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _check_count(value, name, minimum):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _check_fraction(value, name):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (0.0 < value <= 1.0):
+        raise ValueError(f"{name} must be a fraction in (0, 1], got {value!r}")
+    return float(value)
+
+
+def _check_positive(value, name, allow_zero=False):
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and np.isfinite(value)
+    ok = ok and (value >= 0 if allow_zero else value > 0)
+    if not ok:
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"{name} must be a finite number {bound}, got {value!r}")
+    return float(value)
+
+
+def _as_matrix(X, name, dtype):
+    if X is None:
+        raise TypeError(f"{name} is required (a sparse or dense 2-D matrix)")
+    if sp.issparse(X):
+        if np.iscomplexobj(X.data if hasattr(X, "data") else np.zeros(0)) or not (
+            np.issubdtype(X.dtype, np.number) or X.dtype == bool
+        ):
+            raise TypeError(f"{name} must hold real numbers, got dtype {X.dtype}")
+    M = pp.to_csr(X, dtype=dtype, name=name)
+    if M.shape[0] == 0 or M.shape[1] == 0:
+        raise ValueError(f"{name} is empty (shape {M.shape})")
+    if not np.isfinite(M.data).all():
+        raise ValueError(f"{name} contains NaN or infinite values; remove or impute them before fitting")
+    return M
+
+
+def _restart_seeds(random_state, n_init: int) -> list:
+    """One integer seed per restart.
+
+    An integer ``random_state`` is the first restart's seed itself, so that
+    ``fit(..., random_state=result.seed, n_init=1)`` reruns the kept restart;
+    the other restarts' seeds are drawn from it.
+    """
+    if isinstance(random_state, np.random.Generator):
+        random_state = int(random_state.integers(2**32))
+    if random_state is not None and not isinstance(random_state, (numbers.Integral, np.random.SeedSequence)) \
+            or isinstance(random_state, bool):
+        raise TypeError(f"random_state must be None, an int, a SeedSequence or a Generator, got {random_state!r}")
+    if isinstance(random_state, numbers.Integral) and random_state < 0:
+        raise ValueError(f"random_state must be >= 0, got {random_state}")
+    seq = random_state if isinstance(random_state, np.random.SeedSequence) else np.random.SeedSequence(random_state)
+    seeds = [int(x) for x in seq.generate_state(n_init, dtype=np.uint32)]
+    if isinstance(random_state, numbers.Integral):
+        seeds[0] = int(random_state)
+    return seeds
+
+
+def _modality(X: sp.csr_matrix, weight: float, masked_cols) -> Modality:
+    Xt = X.T.tocsr()
+    Xt.sort_indices()
+    data64 = X.data.astype(np.float64)
+    return Modality(
+        (X.indptr, X.indices, X.data),
+        (Xt.indptr, Xt.indices, Xt.data),
+        X.shape[0],
+        X.shape[1],
+        np.asarray(X.sum(axis=1, dtype=np.float64)).ravel(),
+        np.asarray(X.sum(axis=0, dtype=np.float64)).ravel(),
+        float(np.dot(data64, data64)),
+        weight,
+        np.asarray(masked_cols, dtype=np.int64),
+    )
+
+
+def build_problem(G: sp.csr_matrix, R: sp.csr_matrix, A: sp.csr_matrix, n_shared: int, n_rna_only: int,
+                  n_atac_only: int, weights: dict, dtype) -> Problem:
+    """The driver's view of prepared CSR inputs: raw arrays, transposes, sums, masks and weights.
+
+    ``weights`` holds ``a1`` … ``a6``. The matrices must already be canonical CSR
+    of ``dtype`` (see :func:`fastjmt.preprocess.to_csr`).
+    """
+    K = n_shared + n_rna_only + n_atac_only
+    cols = np.arange(K)
+    rna_only_cols = cols[n_shared:n_shared + n_rna_only]
+    atac_only_cols = cols[n_shared + n_rna_only:]
+    At = A.T.tocsr()
+    At.sort_indices()
+    return Problem(
+        atac=_modality(R, weights["a1"], rna_only_cols),
+        rna=_modality(G, weights["a2"], atac_only_cols),
+        A=(A.indptr, A.indices, A.data),
+        At=(At.indptr, At.indices, At.data),
+        n_genes=G.shape[1],
+        n_regions=R.shape[1],
+        K=K,
+        a3=weights["a3"],
+        a4=weights["a4"],
+        a5=weights["a5"],
+        a6=weights["a6"],
+        dtype=np.dtype(dtype),
+    )
+
+
+# --------------------------------------------------------------------------- fit
+
+
+def fit(
+    rna,
+    atac,
+    gene_activity,
+    *,
+    n_shared: int,
+    n_rna_only: int = 0,
+    n_atac_only: int = 0,
+    a1: float = DEFAULT_WEIGHTS["a1"],
+    a2: float = DEFAULT_WEIGHTS["a2"],
+    a3: float = DEFAULT_WEIGHTS["a3"],
+    a4: float = DEFAULT_WEIGHTS["a4"],
+    a5: float = DEFAULT_WEIGHTS["a5"],
+    a6: float = DEFAULT_WEIGHTS["a6"],
+    max_iter: int = 300,
+    tol: float = 1e-5,
+    patience: int = 5,
+    learning_rate: float = 0.05,
+    optimizer: str = "adam",
+    batch_cells: float = 1.0,
+    batch_features: float = 1.0,
+    init: str = "spectral",
+    init_scale: float = 2.0,
+    n_init: int = 1,
+    random_state: Union[None, int, np.random.SeedSequence, np.random.Generator] = 0,
+    n_threads: Optional[int] = None,
+    dtype=np.float32,
+    preprocess: bool = True,
+    verbose: int = 0,
+    callback: Optional[Callable[[int, dict, dict], Any]] = None,
+) -> JMTResult:
+    """Fit scJMT to unpaired scRNA-seq and scATAC-seq data.
+
+    Parameters
+    ----------
+    rna : sparse matrix or array-like, shape (n_rna, n_genes)
+        RNA counts, cells × genes. Any scipy sparse format or dense array; never
+        densified, never modified.
+    atac : sparse matrix or array-like, shape (n_atac, n_regions)
+        ATAC counts or 0/1, cells × regions.
+    gene_activity : sparse matrix or array-like, shape (n_genes, n_regions)
+        Which regions regulate which gene.
+    n_shared, n_rna_only, n_atac_only : int
+        Clusters present in both modalities, only in RNA, only in ATAC.
+        ``K = n_shared + n_rna_only + n_atac_only``.
+    a1, a2 : float
+        Weights of the ATAC and RNA reconstruction errors (mean squared errors).
+    a3 : float
+        Weight of the cosine coupling of S_atac and S_rna.
+    a4 : float
+        Weight of the cosine coupling of C_genes and A C_regions.
+    a5 : float
+        Weight of the term that keeps cells out of the other modality's clusters
+        (mean over cells of the squared membership in those columns).
+    a6 : float
+        Weight of the mean entropy of the cell memberships (an extra regulariser,
+        not in the paper: it pushes each cell toward one cluster).
+    max_iter : int
+        Most epochs per restart (an epoch updates every block once).
+    tol : float
+        Converged when the relative change of the loss stays below ``tol`` for
+        ``patience`` epochs in a row.
+    patience : int
+        See ``tol``.
+    learning_rate : float
+        Step size of the optimiser for the logits and S.
+    optimizer : {"adam", "gd"}
+        Adam (default), or plain gradient descent (monotone for small steps).
+    batch_cells, batch_features : float
+        Fraction of cells / features drawn for each epoch's mini-batch (1 = full batch).
+    init : {"spectral", "random"}
+        Starting point; see :mod:`fastjmt.initialize`.
+    init_scale : float
+        Size of the starting logits (larger = more confident start).
+    n_init : int
+        Restarts from different seeds; the one with the lowest final loss is kept.
+    random_state : None, int, SeedSequence or Generator
+        Seed; the same seed and thread count give the same result.
+    n_threads : int, optional
+        Numba threads (default: all). BLAS is limited to one thread during the fit.
+    dtype : {numpy.float32, numpy.float64}
+        Floating type of the data copy and the factors.
+    preprocess : bool
+        Apply the default preprocessing (RNA library-size normalisation + log1p
+        scaled to max 1, ATAC binarised, gene activity rows summing to 1). Set to
+        False when the inputs are already prepared.
+    verbose : int
+        0 silent; 1 logs progress every 10 epochs through the ``fastjmt`` logger
+        (a stderr handler is attached for the fit if the logger has none).
+    callback : callable, optional
+        ``callback(iteration, terms, params)`` after every epoch; return True to stop.
+
+    Returns
+    -------
+    JMTResult
+
+    Raises
+    ------
+    ValueError, TypeError
+        On inconsistent shapes, non-finite or negative data, or bad parameters.
+    fastjmt.driver.NonFiniteError
+        If a factor becomes NaN or infinite (the message names the block and iteration).
+    """
+    t_start = time.perf_counter()
+    dtype = np.dtype(dtype)
+    if dtype not in (np.float32, np.float64):
+        raise ValueError(f"dtype must be float32 or float64, got {dtype}")
+    n_shared = _check_count(n_shared, "n_shared", 0)
+    n_rna_only = _check_count(n_rna_only, "n_rna_only", 0)
+    n_atac_only = _check_count(n_atac_only, "n_atac_only", 0)
+    K = n_shared + n_rna_only + n_atac_only
+    if n_shared + n_rna_only < 1 or n_shared + n_atac_only < 1:
+        raise ValueError("each modality needs at least one cluster: n_shared + n_rna_only >= 1 and "
+                         "n_shared + n_atac_only >= 1")
+    if K < 2:
+        raise ValueError(f"K = n_shared + n_rna_only + n_atac_only must be >= 2, got {K}")
+    weights = {k: _check_positive(v, k, allow_zero=True) for k, v in dict(a1=a1, a2=a2, a3=a3, a4=a4, a5=a5, a6=a6).items()}
+    max_iter = _check_count(max_iter, "max_iter", 1)
+    patience = _check_count(patience, "patience", 1)
+    n_init = _check_count(n_init, "n_init", 1)
+    tol = _check_positive(tol, "tol", allow_zero=True)
+    learning_rate = _check_positive(learning_rate, "learning_rate")
+    init_scale = _check_positive(init_scale, "init_scale", allow_zero=True)
+    batch_cells = _check_fraction(batch_cells, "batch_cells")
+    batch_features = _check_fraction(batch_features, "batch_features")
+    if optimizer not in ("adam", "gd"):
+        raise ValueError(f"optimizer must be 'adam' or 'gd', got {optimizer!r}")
+    if init not in ("spectral", "random"):
+        raise ValueError(f"init must be 'spectral' or 'random', got {init!r}")
+    if callback is not None and not callable(callback):
+        raise TypeError("callback must be callable")
+    threads = resolve_n_threads(n_threads)
+    _restart_seeds(random_state, 1)  # validates random_state before any work
+
+    G = _as_matrix(rna, "rna", dtype)
+    R = _as_matrix(atac, "atac", dtype)
+    A = _as_matrix(gene_activity, "gene_activity", dtype)
+    if A.shape != (G.shape[1], R.shape[1]):
+        raise ValueError(
+            f"gene_activity must be genes × regions = ({G.shape[1]}, {R.shape[1]}) to match rna "
+            f"{G.shape} and atac {R.shape}, got {A.shape}"
+        )
+    for M, name in ((G, "rna"), (R, "atac"), (A, "gene_activity")):
+        if M.nnz and M.data.min() < 0 and (preprocess or name == "gene_activity"):
+            raise ValueError(f"{name} has negative values; counts and links must be >= 0")
+    for M, name in ((G, "rna"), (R, "atac")):
+        if M.shape[0] < K:
+            raise ValueError(f"{name} has {M.shape[0]} cells, fewer than K = {K} clusters")
+    if preprocess:
+        G, R, A = pp.preprocess_rna(G), pp.preprocess_atac(R), pp.preprocess_gene_activity(A)
+
+    problem = build_problem(G, R, A, n_shared, n_rna_only, n_atac_only, weights, dtype)
+    sched = Schedule(
+        max_iter=max_iter, tol=tol, patience=patience, optimizer=optimizer, learning_rate=learning_rate,
+        batch_cells=batch_cells, batch_features=batch_features, init=init, init_scale=init_scale,
+        verbose=int(verbose), callback=callback,
+    )
+    seeds = _restart_seeds(random_state, n_init)
+
+    handler = None
+    if verbose and not any(not isinstance(h, logging.NullHandler) for h in logger.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("fastjmt: %(message)s"))
+        logger.addHandler(handler)
+        prev_level = logger.level
+        logger.setLevel(logging.INFO)
+    try:
+        best: Optional[RunOutcome] = None
+        losses = []
+        with fit_threads(threads):
+            for r, seed in enumerate(seeds):
+                out = run_once(problem, sched, n_shared, n_rna_only, n_atac_only, seed)
+                losses.append(out.history[-1, -1])
+                if verbose:
+                    logger.info("restart %d/%d (seed %d): loss %.6g after %d epochs, %.2fs", r + 1, n_init, seed,
+                                losses[-1], out.n_iter, out.seconds)
+                if best is None or losses[-1] < best.history[-1, -1]:
+                    best = out
+                if out.stopped_by_callback:
+                    break
+    finally:
+        if handler is not None:
+            logger.removeHandler(handler)
+            logger.setLevel(prev_level)
+    if not best.converged and not best.stopped_by_callback:
+        warnings.warn(
+            f"fastjmt.fit stopped at max_iter={max_iter} before the relative loss change stayed below "
+            f"tol={tol} for {patience} epochs; raise max_iter or tol", ConvergenceWarning, stacklevel=2,
+        )
+    p = best.params
+    return JMTResult(
+        C_rna=p["rna"].C, C_atac=p["atac"].C, C_genes=p["rna"].Cf, C_regions=p["atac"].Cf,
+        S_rna=p["rna"].S, S_atac=p["atac"].S, b_rna=p["rna"].b, b_atac=p["atac"].b,
+        b_genes=p["rna"].c, b_regions=p["atac"].c, loss_history=best.history, n_iter=best.n_iter,
+        converged=best.converged, seed=best.seed, n_shared=n_shared, n_rna_only=n_rna_only,
+        n_atac_only=n_atac_only, fit_seconds=time.perf_counter() - t_start, restart_losses=np.asarray(losses),
+    )

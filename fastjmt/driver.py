@@ -1,0 +1,318 @@
+"""The fitting loop: block schedule, mini-batches, restarts, convergence, RNG and threads.
+
+Plain Python; all arithmetic over cells or features happens in
+:mod:`fastjmt.kernels` through :mod:`fastjmt.objective`.
+
+One epoch visits the blocks in this order, each with the others fixed::
+
+    for each modality (ATAC, then RNA):
+        cell logits Z      (gradient step; uses X V)
+        association S      (gradient step; reuses X V, V has not moved)
+        biases b, c        (closed form)
+    for each modality (ATAC, then RNA):
+        feature logits Zf  (gradient step; uses Xᵀ U)
+        biases c, b        (closed form)
+
+so one epoch costs two passes over each modality's nonzeros, and the loss at
+the end of a full-batch epoch is read off the last product for free.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import kernels as kn
+from .objective import (
+    MODALITIES,
+    TERMS,
+    Batch,
+    Factors,
+    add_cell_penalty_grads,
+    entropy_mean,
+    Problem,
+    closed_form_bias,
+    cosine_and_grads,
+    evaluate,
+    feature_coupling,
+    mask_value,
+    matmul,
+    recon_grad,
+    recon_value,
+    side_stats,
+    softmax,
+    spmm,
+    total_loss,
+    work_chunks,
+)
+from .initialize import initialize
+
+logger = logging.getLogger("fastjmt")
+
+BLOCKS = ("Z_atac", "S_atac", "Z_rna", "S_rna", "Z_regions", "Z_genes")
+
+
+@dataclass
+class Schedule:
+    """Optimiser settings of one fit (see :func:`fastjmt.fit` for their meaning)."""
+
+    max_iter: int = 300
+    tol: float = 1e-5
+    patience: int = 5
+    optimizer: str = "adam"
+    learning_rate: float = 0.05
+    beta1: float = 0.9
+    beta2: float = 0.999
+    eps: float = 1e-8
+    batch_cells: float = 1.0
+    batch_features: float = 1.0
+    init: str = "spectral"
+    init_scale: float = 2.0
+    verbose: int = 0
+    log_every: int = 10
+    callback: object = None
+
+
+@dataclass
+class RunOutcome:
+    """What one restart produced."""
+
+    params: dict
+    history: np.ndarray  # n_iter × (len(TERMS) + 1): each term, then the total
+    n_iter: int
+    converged: bool
+    seed: int
+    stopped_by_callback: bool = False
+    seconds: float = 0.0
+
+
+class NonFiniteError(FloatingPointError):
+    """A factor became NaN or infinite during a fit."""
+
+
+class _Stepper:
+    """Applies one update to a block of parameters (Adam or plain gradient descent)."""
+
+    def __init__(self, sched: Schedule, params: dict):
+        self.s = sched
+        self.state = {}
+        self.steps = {}
+        for m in MODALITIES:
+            f = params[m]
+            for key, arr in (("Z_" + m, f.Z), ("S_" + m, f.S), ("Zf_" + m, f.Zf)):
+                if sched.optimizer == "adam":
+                    self.state[key] = (np.zeros_like(arr), np.zeros_like(arr))
+                self.steps[key] = 0
+
+    def __call__(self, key: str, P: np.ndarray, G: np.ndarray, rows: np.ndarray):
+        self.steps[key] += 1
+        G = np.ascontiguousarray(G, dtype=P.dtype)
+        if self.s.optimizer == "adam":
+            M, V = self.state[key]
+            kn.adam_rows(P, G, M, V, rows, self.s.learning_rate, self.s.beta1, self.s.beta2, self.s.eps,
+                         self.steps[key])
+        else:
+            kn.sgd_rows(P, G, rows, self.s.learning_rate)
+
+
+def _check_finite(arr: np.ndarray, block: str, it: int):
+    if not np.isfinite(arr).all():
+        raise NonFiniteError(
+            f"non-finite values in block {block} at iteration {it}; lower learning_rate, "
+            "use dtype=float64, or check the input for extreme values"
+        )
+
+
+def _draw_batch(n: int, p: int, frac_cells: float, frac_feat: float, rng: np.random.Generator) -> Batch:
+    if frac_cells >= 1.0 and frac_feat >= 1.0:
+        return Batch.whole(n, p)
+
+    def pick(total, frac):
+        if frac >= 1.0:
+            return np.arange(total, dtype=np.int64)
+        k = max(1, int(round(frac * total)))
+        return np.sort(rng.choice(total, size=k, replace=False)).astype(np.int64)
+
+    rows, cols = pick(n, frac_cells), pick(p, frac_feat)
+    rm = np.zeros(n, np.uint8)
+    rm[rows] = 1
+    cm = np.zeros(p, np.uint8)
+    cm[cols] = 1
+    return Batch(rows, cols, rm, cm, False)
+
+
+class _Epoch:
+    """State shared by the block steps of one epoch for one modality."""
+
+    def __init__(self, problem: Problem, name: str, f: Factors, batch: Batch):
+        mod = problem.modality(name)
+        self.mod, self.f, self.batch = mod, f, batch
+        self.I, self.J = batch.rows, batch.cols
+        if batch.full:
+            self.row_sums, self.col_sums, self.sq_norm = mod.row_sums, mod.col_sums, mod.sq_norm
+        else:
+            rs, rq = np.empty(self.I.size), np.empty(self.I.size)
+            kn.masked_row_sums(*mod.X, self.I, batch.col_mask, rs, rq, work_chunks())
+            cs, cq = np.empty(self.J.size), np.empty(self.J.size)
+            kn.masked_row_sums(*mod.Xt, self.J, batch.row_mask, cs, cq, work_chunks())
+            self.row_sums, self.col_sums, self.sq_norm = rs, cs, float(rq.sum())
+        self.coef = 2.0 * mod.weight / (self.I.size * self.J.size)
+
+    def take(self, arr, idx):
+        return arr if self.batch.full else np.ascontiguousarray(arr[idx])
+
+    def put(self, arr, idx, values):
+        if self.batch.full:
+            if values is not arr:
+                arr[:] = values
+        else:
+            arr[idx] = values
+
+
+def _refit_biases(mod, f: Factors, cells_first: bool, U=None):
+    """Set both bias vectors of a modality to their closed-form minimisers, one after the other.
+
+    Uses all cells and features even in mini-batch mode: the closed forms need
+    only the precomputed row and column sums of X and K-sized summaries of the
+    factors, no pass over the data.
+    """
+    U = matmul(f.C, f.S) if U is None else U
+    if cells_first:
+        f.b[:] = closed_form_bias(mod.row_sums, U, side_stats(f.Cf, f.c), mod.p)
+        f.c[:] = closed_form_bias(mod.col_sums, f.Cf, side_stats(U, f.b), mod.n)
+    else:
+        f.c[:] = closed_form_bias(mod.col_sums, f.Cf, side_stats(U, f.b), mod.n)
+        f.b[:] = closed_form_bias(mod.row_sums, U, side_stats(f.Cf, f.c), mod.p)
+
+
+def _cell_and_S_step(problem, name, ep: _Epoch, other_S, step: _Stepper, it: int):
+    """Gradient steps on this modality's cell logits and on S, then closed-form biases."""
+    f, I, J = ep.f, ep.I, ep.J
+    V_J, c_J, b_I = ep.take(f.Cf, J), ep.take(f.c, J), ep.take(f.b, I)
+    sv = side_stats(V_J, c_J)
+    XV = spmm(ep.mod.X, I, ep.batch.col_mask, f.Cf)
+    C_I = ep.take(f.C, I)
+
+    # cell logits
+    gU = recon_grad(XV, matmul(C_I, f.S), sv, b_I, ep.coef)
+    gC = matmul(gU, f.S.T)
+    add_cell_penalty_grads(gC, C_I, ep.mod.masked_cols, problem.a5, problem.a6)
+    kn.softmax_backward(C_I, gC, gC)
+    step("Z_" + name, f.Z, gC, I)
+    C_I = np.empty_like(C_I)
+    kn.softmax_rows(f.Z, I, C_I)
+    _check_finite(C_I, "Z_" + name, it)
+    ep.put(f.C, I, C_I)
+
+    # association matrix
+    gU = recon_grad(XV, matmul(C_I, f.S), sv, b_I, ep.coef)
+    _, g_self, _ = cosine_and_grads(f.S.astype(np.float64), other_S.astype(np.float64))
+    gS = kn.cross_gram(C_I, gU) - problem.a3 * g_self
+    step("S_" + name, f.S, gS, np.arange(f.S.shape[0], dtype=np.int64))
+    _check_finite(f.S, "S_" + name, it)
+
+    _refit_biases(ep.mod, f, cells_first=True)
+
+
+def _feature_step(problem, name, ep: _Epoch, g_coupling, step: _Stepper, it: int):
+    """Gradient step on this modality's feature logits, then closed-form biases.
+
+    Returns the weighted reconstruction term at the new point (full batches) or None.
+    """
+    f, I, J = ep.f, ep.I, ep.J
+    C_I, b_I, c_J = ep.take(f.C, I), ep.take(f.b, I), ep.take(f.c, J)
+    U_I = matmul(C_I, f.S)
+    if ep.batch.full:
+        U_full = U_I
+    else:
+        U_full = np.zeros((ep.mod.n, U_I.shape[1]), dtype=U_I.dtype)
+        U_full[I] = U_I
+    XtU = spmm(ep.mod.Xt, J, ep.batch.row_mask, U_full)
+    su = side_stats(U_I, b_I)
+    V_J = ep.take(f.Cf, J)
+    gV = recon_grad(XtU, V_J, su, c_J, ep.coef)
+    kn.axpby(1.0, gV, -problem.a4, ep.take(g_coupling, J), gV)
+    kn.softmax_backward(V_J, gV, gV)
+    step("Zf_" + name, f.Zf, gV, J)
+    V_J = np.empty_like(V_J)
+    kn.softmax_rows(f.Zf, J, V_J)
+    _check_finite(V_J, "Zf_" + name, it)
+    ep.put(f.Cf, J, V_J)
+
+    _refit_biases(ep.mod, f, cells_first=False, U=U_I if ep.batch.full else None)
+    if not ep.batch.full:
+        return None
+    bil = kn.frob_dot(V_J, XtU)
+    su, sv = side_stats(U_I, f.b), side_stats(V_J, f.c)
+    return ep.mod.weight * recon_value(ep.sq_norm, bil, ep.row_sums, ep.col_sums, U_I, su, V_J, sv, f.b, f.c)
+
+
+def _epoch(problem: Problem, params: dict, sched: Schedule, step: _Stepper, rng, it: int) -> dict:
+    eps = {}
+    for name in MODALITIES:
+        mod = problem.modality(name)
+        eps[name] = _Epoch(problem, name, params[name],
+                           _draw_batch(mod.n, mod.p, sched.batch_cells, sched.batch_features, rng))
+    for name, other in (("atac", "rna"), ("rna", "atac")):
+        _cell_and_S_step(problem, name, eps[name], params[other].S, step, it)
+    recon = {}
+    _, _, g_regions = feature_coupling(problem, params["rna"].Cf, params["atac"].Cf)
+    recon["atac"] = _feature_step(problem, "atac", eps["atac"], g_regions, step, it)
+    _, g_genes, _ = feature_coupling(problem, params["rna"].Cf, params["atac"].Cf)
+    recon["rna"] = _feature_step(problem, "rna", eps["rna"], g_genes, step, it)
+
+    if recon["atac"] is None or recon["rna"] is None:
+        terms, _ = evaluate(problem, params, with_grad=False)
+        return terms
+    terms = {"recon_atac": recon["atac"], "recon_rna": recon["rna"]}
+    terms["cos_S"], _, _ = cosine_and_grads(params["atac"].S.astype(np.float64), params["rna"].S.astype(np.float64))
+    terms["cos_features"], _, _ = feature_coupling(problem, params["rna"].Cf, params["atac"].Cf)
+    terms["mask"] = sum(mask_value(params[m].C, problem.modality(m).masked_cols) for m in MODALITIES)
+    terms["entropy"] = sum(entropy_mean(params[m].C) for m in MODALITIES)
+    terms["total"] = total_loss(terms, problem)
+    return terms
+
+
+def _log_progress(it, terms, dt):
+    logger.info(
+        "iter %4d  loss %.6g  (recon_atac %.4g, recon_rna %.4g, cos_S %.4f, cos_features %.4f, mask %.3g, "
+        "entropy %.3g)  %.3fs/epoch",
+        it, terms["total"], terms["recon_atac"], terms["recon_rna"], terms["cos_S"], terms["cos_features"],
+        terms["mask"], terms["entropy"], dt,
+    )
+
+
+def run_once(problem: Problem, sched: Schedule, n_shared: int, n_rna_only: int, n_atac_only: int,
+             seed: int) -> RunOutcome:
+    """One restart: initialise from ``seed`` and iterate until convergence or ``max_iter``."""
+    t0 = time.perf_counter()
+    rng = np.random.default_rng(seed)
+    params = initialize(problem, n_shared, n_rna_only, n_atac_only, sched.init, rng, sched.init_scale)
+    step = _Stepper(sched, params)
+    init_terms, _ = evaluate(problem, params, with_grad=False)
+    history = [[init_terms[t] for t in TERMS] + [init_terms["total"]]]
+    prev = init_terms["total"]
+    calm = 0
+    converged = stopped = False
+    it = 0
+    for it in range(1, sched.max_iter + 1):
+        te = time.perf_counter()
+        terms = _epoch(problem, params, sched, step, rng, it)
+        if not np.isfinite(terms["total"]):
+            raise NonFiniteError(f"the loss became non-finite at iteration {it}")
+        history.append([terms[t] for t in TERMS] + [terms["total"]])
+        if sched.verbose and (it % sched.log_every == 0 or it == 1):
+            _log_progress(it, terms, time.perf_counter() - te)
+        rel = abs(prev - terms["total"]) / max(abs(terms["total"]), 1e-12)
+        prev = terms["total"]
+        calm = calm + 1 if rel < sched.tol else 0
+        if sched.callback is not None and sched.callback(it, dict(terms), params):
+            stopped = True
+            break
+        if calm >= sched.patience:
+            converged = True
+            break
+    return RunOutcome(params, np.asarray(history), it, converged, seed, stopped, time.perf_counter() - t0)

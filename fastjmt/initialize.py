@@ -1,0 +1,263 @@
+"""Starting points for the factors: ``"spectral"`` (the default) and ``"random"`` (the paper's).
+
+``"spectral"`` clusters each modality on its own and then decides which RNA
+cluster is which ATAC cluster:
+
+1. a randomized truncated SVD of each modality, with implicit centering and
+   scaling (log-normalised RNA; TF-IDF ATAC) — only sparse × thin-dense
+   products, never a dense cells × features array;
+2. k-means (k-means++ seeding, several starts) on the L2-normalised embedding,
+   with ``n_shared + n_rna_only`` RNA clusters and ``n_shared + n_atac_only``
+   ATAC clusters;
+3. cluster profiles in gene space: mean RNA expression per RNA cluster, and
+   mean accessibility per ATAC cluster carried to genes through the gene
+   activity matrix ``A``; the pairs of RNA and ATAC clusters whose profiles
+   correlate best (an optimal assignment) become the shared columns, the rest
+   the modality-specific columns;
+4. cell logits ``init_scale`` × one-hot of that column, feature logits
+   ``init_scale`` × z-score of each feature's cluster profile, and ``S`` and
+   the biases by least squares given those memberships.
+
+``"random"`` draws every logit from N(0, 1) (the paper's Algorithm 1) and
+sets ``S`` and the biases by the same least squares.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+from . import kernels as kn
+from .objective import MODALITIES, Factors, Problem, closed_form_bias, matmul, side_stats, softmax, spmm
+
+
+# --------------------------------------------------------------------------- implicit SVD
+
+
+def _scaled_product(csr, rows_scale, cols_scale, mean, B):
+    """``(diag(r) X diag(w) − 1 μᵀ) B`` for CSR arrays of ``X`` without forming it."""
+    n = csr[0].shape[0] - 1
+    p = cols_scale.shape[0]
+    out = spmm(csr, np.arange(n, dtype=np.int64), np.ones(p, np.uint8), np.ascontiguousarray(cols_scale[:, None] * B))
+    out *= rows_scale[:, None]
+    out -= mean @ B
+    return out
+
+
+def implicit_svd(mod_X, mod_Xt, row_scale, col_scale, rank, rng, n_power_iter=3):
+    """Top ``rank`` left singular vectors × singular values of ``diag(r) X diag(w)``, column-centred.
+
+    Randomized range finder (Halko et al.) with power iterations; the centred,
+    scaled matrix is only ever applied to thin dense blocks.
+    """
+    n = mod_X[0].shape[0] - 1
+    p = mod_Xt[0].shape[0] - 1
+    mean = col_scale * spmm(mod_Xt, np.arange(p, dtype=np.int64), np.ones(n, np.uint8), row_scale[:, None])[:, 0] / n
+    mean = mean[None, :]
+
+    def M(B):
+        return _scaled_product(mod_X, row_scale, col_scale, mean, B)
+
+    def MT(B):
+        out = spmm(mod_Xt, np.arange(p, dtype=np.int64), np.ones(n, np.uint8), np.ascontiguousarray(row_scale[:, None] * B))
+        out *= col_scale[:, None]
+        out -= mean.T @ B.sum(axis=0, keepdims=True)
+        return out
+
+    ell = min(rank + 10, n, p)
+    Q = M(rng.standard_normal((p, ell)))
+    Q, _ = np.linalg.qr(Q)
+    for _ in range(n_power_iter):
+        Q, _ = np.linalg.qr(MT(Q))
+        Q, _ = np.linalg.qr(M(Q))
+    Bt = MT(Q)  # p × ell, = (Qᵀ M)ᵀ
+    Ub, s, _ = np.linalg.svd(Bt.T, full_matrices=False)
+    k = min(rank, s.shape[0])
+    return (Q @ Ub[:, :k]) * s[:k]
+
+
+# --------------------------------------------------------------------------- k-means
+
+
+def kmeans(X, k, rng, n_init=10, max_iter=100):
+    """Lloyd's k-means with k-means++ seeding; the labels of the start with the lowest inertia."""
+    n = X.shape[0]
+    k = min(k, n)
+    labels = np.empty(n, dtype=np.int64)
+    d2 = np.empty(n)
+    best_labels, best_inertia = None, np.inf
+    for _ in range(n_init):
+        centers = np.empty((k, X.shape[1]))
+        centers[0] = X[rng.integers(n)]
+        for c in range(1, k):
+            kn.kmeans_assign(X, centers[:c], labels, d2)
+            tot = d2.sum()
+            idx = rng.choice(n, p=d2 / tot) if tot > 0 else rng.integers(n)
+            centers[c] = X[idx]
+        prev = None
+        for _ in range(max_iter):
+            kn.kmeans_assign(X, centers, labels, d2)
+            if prev is not None and np.array_equal(prev, labels):
+                break
+            prev = labels.copy()
+            sums, counts = kn.cluster_sums(X, labels, k)
+            empty = counts == 0
+            centers[~empty] = sums[~empty] / counts[~empty, None]
+            if empty.any():  # re-seed empty clusters at the worst-fitted points
+                far = np.argsort(d2)[::-1][: int(empty.sum())]
+                centers[empty] = X[far]
+        inertia = d2.sum()
+        if inertia < best_inertia:
+            best_inertia, best_labels = inertia, labels.copy()
+    return best_labels
+
+
+# --------------------------------------------------------------------------- matching
+
+
+def _cluster_profiles(Xt, labels, k, n_cells):
+    """Mean of the rows of ``X`` per cluster, as a features × k array (from the CSR of Xᵀ)."""
+    H = np.zeros((n_cells, k))
+    H[np.arange(n_cells), labels] = 1.0
+    counts = np.maximum(H.sum(axis=0), 1.0)
+    p = Xt[0].shape[0] - 1
+    return spmm(Xt, np.arange(p, dtype=np.int64), np.ones(n_cells, np.uint8), H / counts)
+
+
+def _centered_corr(P, Q):
+    """Pearson correlation between the columns of ``P`` and ``Q`` after centring each row (feature)."""
+    P = P - P.mean(axis=1, keepdims=True)
+    Q = Q - Q.mean(axis=1, keepdims=True)
+    P = P - P.mean(axis=0)
+    Q = Q - Q.mean(axis=0)
+    nP = np.linalg.norm(P, axis=0)
+    nQ = np.linalg.norm(Q, axis=0)
+    return (P.T @ Q) / np.maximum(np.outer(nP, nQ), 1e-300)
+
+
+def match_clusters(corr, n_shared):
+    """Pair RNA clusters (rows of ``corr``) with ATAC clusters (columns): the ``n_shared`` best pairs.
+
+    Returns ``rna_cols, atac_cols``: the column of K each RNA / ATAC cluster goes to.
+    Shared pairs take columns ``0 … n_shared−1`` (best-correlated first), unpaired
+    RNA clusters the next ones, unpaired ATAC clusters the last ones.
+    """
+    kr, ka = corr.shape
+    ri, ai = linear_sum_assignment(-corr)
+    order = np.argsort(-corr[ri, ai], kind="stable")[:n_shared]
+    rna_cols = np.full(kr, -1, dtype=np.int64)
+    atac_cols = np.full(ka, -1, dtype=np.int64)
+    for col, t in enumerate(order):
+        rna_cols[ri[t]] = col
+        atac_cols[ai[t]] = col
+    nxt = n_shared
+    for r in range(kr):
+        if rna_cols[r] < 0:
+            rna_cols[r] = nxt
+            nxt += 1
+    for a in range(ka):
+        if atac_cols[a] < 0:
+            atac_cols[a] = nxt
+            nxt += 1
+    return rna_cols, atac_cols
+
+
+# --------------------------------------------------------------------------- S and biases
+
+
+def fit_S_and_biases(mod, f: Factors, ridge=1e-6):
+    """Least-squares ``S``, then closed-form biases, then ``S`` again given the biases (in place)."""
+    n, p = mod.n, mod.p
+    rows, mask = np.arange(n, dtype=np.int64), np.ones(p, np.uint8)
+    XV = spmm(mod.X, rows, mask, f.Cf).astype(np.float64)
+    CtC = kn.cross_gram(f.C, f.C)
+    VtV = kn.cross_gram(f.Cf, f.Cf)
+    K = CtC.shape[0]
+    CtXV = kn.cross_gram(f.C, XV)
+    lam_c = ridge * max(np.trace(CtC), 1.0)
+    lam_v = ridge * max(np.trace(VtV), 1.0)
+    Ci = np.linalg.inv(CtC + lam_c * np.eye(K))
+    Vi = np.linalg.inv(VtV + lam_v * np.eye(K))
+    f.b[:] = 0
+    f.c[:] = 0
+    for _ in range(2):
+        # Cᵀ(X − b1ᵀ − 1cᵀ)V = CᵀXV − (Cᵀb)(Vᵀ1)ᵀ − (Cᵀ1)(Vᵀc)ᵀ
+        sc, sv = side_stats(f.C, f.b), side_stats(f.Cf, f.c)
+        rhs = CtXV - np.outer(sc.bias, sv.ones) - np.outer(sc.ones, sv.bias)
+        f.S[:] = (Ci @ rhs @ Vi).astype(f.S.dtype)
+        U = matmul(f.C, f.S)
+        f.b[:] = closed_form_bias(mod.row_sums, U, side_stats(f.Cf, f.c), p)
+        f.c[:] = closed_form_bias(mod.col_sums, f.Cf, side_stats(U, f.b), n)
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def _empty_factors(n, p, K, dtype):
+    return Factors(
+        np.zeros((n, K), dtype), np.zeros((n, K), dtype), np.zeros((p, K), dtype), np.zeros((p, K), dtype),
+        np.zeros((K, K), dtype), np.zeros(n, dtype), np.zeros(p, dtype),
+    )
+
+
+def _feature_logits(profile, cols, K, scale):
+    """Logits of features from their per-cluster mean profile (features × k), z-scored across clusters."""
+    p = profile.shape[0]
+    Z = np.full((p, K), -scale, dtype=np.float64)
+    if profile.shape[1] > 1:
+        mu = profile.mean(axis=1, keepdims=True)
+        sd = profile.std(axis=1, keepdims=True)
+        z = (profile - mu) / np.where(sd > 0, sd, 1.0)
+    else:
+        z = np.zeros_like(profile)
+    Z[:, cols] = scale * z
+    return Z
+
+
+def initialize(problem: Problem, n_shared: int, n_rna_only: int, n_atac_only: int, method: str,
+               rng: np.random.Generator, init_scale: float = 2.0) -> dict:
+    """Starting factors for both modalities (a dict ``{"atac": Factors, "rna": Factors}``)."""
+    K, dt = problem.K, problem.dtype
+    params = {m: _empty_factors(problem.modality(m).n, problem.modality(m).p, K, dt) for m in MODALITIES}
+    if method == "random":
+        for m in MODALITIES:
+            f = params[m]
+            f.Z[:] = rng.standard_normal(f.Z.shape)
+            f.Zf[:] = rng.standard_normal(f.Zf.shape)
+    elif method == "spectral":
+        _spectral(problem, params, n_shared, n_rna_only, n_atac_only, rng, init_scale)
+    else:
+        raise ValueError(f"init must be 'spectral' or 'random', got {method!r}")
+    for m in MODALITIES:
+        f = params[m]
+        f.C[:] = softmax(f.Z)
+        f.Cf[:] = softmax(f.Zf)
+        fit_S_and_biases(problem.modality(m), f)
+    return params
+
+
+def _spectral(problem, params, n_shared, n_rna_only, n_atac_only, rng, scale):
+    K = problem.K
+    rna, atac = problem.rna, problem.atac
+    k_r, k_a = n_shared + n_rna_only, n_shared + n_atac_only
+    labels = {}
+    for name, mod, k in (("rna", rna, k_r), ("atac", atac, k_a)):
+        if name == "atac":  # TF-IDF (LSI)
+            rs = np.zeros(mod.n)
+            np.divide(1.0, mod.row_sums, out=rs, where=mod.row_sums > 0)
+            cs = np.log1p(mod.n / (1.0 + mod.col_sums))
+        else:
+            rs, cs = np.ones(mod.n), np.ones(mod.p)
+        rank = max(2, min(max(30, 2 * K), mod.n - 1, mod.p - 1))
+        emb = implicit_svd(mod.X, mod.Xt, rs, cs, rank, rng)
+        emb /= np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+        labels[name] = kmeans(emb, k, rng)
+    prof_rna = _cluster_profiles(rna.Xt, labels["rna"], k_r, rna.n)  # genes × k_r
+    prof_atac = _cluster_profiles(atac.Xt, labels["atac"], k_a, atac.n)  # regions × k_a
+    ga = spmm(problem.A, np.arange(problem.n_genes, dtype=np.int64), np.ones(problem.n_regions, np.uint8), prof_atac)
+    corr = _centered_corr(prof_rna, ga)
+    rna_cols, atac_cols = match_clusters(corr, n_shared)
+    for name, mod, cols, prof in (("rna", rna, rna_cols, prof_rna), ("atac", atac, atac_cols, prof_atac)):
+        f = params[name]
+        f.Z[np.arange(mod.n), cols[labels[name]]] = scale
+        f.Zf[:] = _feature_logits(prof, cols, K, scale)

@@ -1,0 +1,155 @@
+"""Kernels over tall dense factors (rows = cells or features, K columns).
+
+Reductions over rows (Gram matrices, inner products, column sums) are done in
+fixed-size row chunks: each chunk writes its own partial result and the
+partials are summed in chunk order afterwards. The chunk size does not depend
+on the number of threads, so these results are bit-identical for any thread
+count. Partial sums are kept in float64 for float32 inputs too.
+"""
+
+import numpy as np
+from numba import njit, prange
+
+#: rows per reduction chunk; fixed so that results do not depend on threads.
+REDUCE_CHUNK = 2048
+
+
+@njit(cache=True, nogil=True)
+def _n_chunks(n):
+    return max(1, (n + REDUCE_CHUNK - 1) // REDUCE_CHUNK)
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def cross_gram(A, B):
+    """``Aᵀ B`` (float64, shape (K1, K2)) for tall ``A`` (n × K1) and ``B`` (n × K2)."""
+    n, K1 = A.shape
+    K2 = B.shape[1]
+    nc = _n_chunks(n)
+    partial = np.zeros((nc, K1, K2))
+    for c in prange(nc):
+        stop = min(n, (c + 1) * REDUCE_CHUNK)
+        for i in range(c * REDUCE_CHUNK, stop):
+            for a in range(K1):
+                x = np.float64(A[i, a])
+                for b in range(K2):
+                    partial[c, a, b] += x * B[i, b]
+    out = np.zeros((K1, K2))
+    for c in range(nc):
+        out += partial[c]
+    return out
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def weighted_colsum(A, w):
+    """``Aᵀ w`` (float64, shape (K,)) for tall ``A`` (n × K) and weights ``w`` (n,)."""
+    n, K = A.shape
+    nc = _n_chunks(n)
+    partial = np.zeros((nc, K))
+    for c in prange(nc):
+        stop = min(n, (c + 1) * REDUCE_CHUNK)
+        for i in range(c * REDUCE_CHUNK, stop):
+            x = np.float64(w[i])
+            for k in range(K):
+                partial[c, k] += x * A[i, k]
+    out = np.zeros(K)
+    for c in range(nc):
+        out += partial[c]
+    return out
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def frob_dot(A, B):
+    """``⟨A, B⟩ = Σ_ik A_ik B_ik`` in float64 for two arrays of one shape (n × K)."""
+    n, K = A.shape
+    nc = _n_chunks(n)
+    partial = np.zeros(nc)
+    for c in prange(nc):
+        stop = min(n, (c + 1) * REDUCE_CHUNK)
+        s = 0.0
+        for i in range(c * REDUCE_CHUNK, stop):
+            for k in range(K):
+                s += np.float64(A[i, k]) * B[i, k]
+        partial[c] = s
+    total = 0.0
+    for c in range(nc):
+        total += partial[c]
+    return total
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def small_matmul(A, M, out):
+    """``out = A @ M`` for tall ``A`` (n × K1) and a small ``M`` (K1 × K2)."""
+    n, K1 = A.shape
+    K2 = M.shape[1]
+    for i in prange(n):
+        for b in range(K2):
+            s = 0.0
+            for a in range(K1):
+                s += A[i, a] * M[a, b]
+            out[i, b] = s
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def recon_grad_u(XV, U, VtV, Vt1, ctV, b, coef, out):
+    """Gradient of ``coef/2 · |X − U Vᵀ − b 1ᵀ − 1 cᵀ|²`` with respect to ``U``.
+
+    ``out = coef · (U VᵀV + b (Vᵀ1)ᵀ + 1 (Vᵀc)ᵀ − X V)``, row by row; every input
+    is already restricted to the mini-batch (``XV`` is ``X V`` over the kept
+    columns).
+    """
+    n, K = U.shape
+    for i in prange(n):
+        for k in range(K):
+            s = 0.0
+            for a in range(K):
+                s += U[i, a] * VtV[a, k]
+            out[i, k] = coef * (s + b[i] * Vt1[k] + ctV[k] - XV[i, k])
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def add_masked_columns(G, C, cols, coef):
+    """``G[:, cols] += coef · C[:, cols]`` in place (gradient of the mask term)."""
+    n = G.shape[0]
+    for i in prange(n):
+        for t in range(cols.shape[0]):
+            k = cols[t]
+            G[i, k] += coef * C[i, k]
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def axpby(a, X, b, Y, out):
+    """``out = a X + b Y`` elementwise for two arrays of one shape (n × K)."""
+    n, K = X.shape
+    for i in prange(n):
+        for k in range(K):
+            out[i, k] = a * X[i, k] + b * Y[i, k]
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def entropy_value(C):
+    """``Σ_i H(C_i) = −Σ_ik C_ik log C_ik`` in float64 (0 log 0 = 0), in fixed chunk order."""
+    n, K = C.shape
+    nc = _n_chunks(n)
+    partial = np.zeros(nc)
+    for c in prange(nc):
+        stop = min(n, (c + 1) * REDUCE_CHUNK)
+        s = 0.0
+        for i in range(c * REDUCE_CHUNK, stop):
+            for k in range(K):
+                x = np.float64(C[i, k])
+                if x > 0.0:
+                    s -= x * np.log(x)
+        partial[c] = s
+    total = 0.0
+    for c in range(nc):
+        total += partial[c]
+    return total
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def add_entropy_grad(G, C, coef):
+    """``G += coef · dH/dC = −coef · (log C + 1)`` in place (C clipped at 1e-30 inside the log)."""
+    n, K = C.shape
+    for i in prange(n):
+        for k in range(K):
+            G[i, k] -= coef * (np.log(max(np.float64(C[i, k]), 1e-30)) + 1.0)

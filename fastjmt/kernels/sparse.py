@@ -1,0 +1,100 @@
+"""Kernels over compressed sparse rows: products with dense factors and row sums.
+
+Every kernel takes the raw ``indptr, indices, data`` arrays of a CSR matrix
+(or of a CSC matrix read as the CSR of its transpose), never a scipy object.
+``indptr`` and ``indices`` may be int32 or int64; offsets are computed in
+int64. A mini-batch is described by ``rows`` (the rows to visit, in output
+order) and ``col_mask`` (a uint8 flag per column: 1 keeps the column).
+
+Rows are split into chunks of roughly equal nonzero count, so that skewed
+rows do not leave a thread idle. No output element is written by two chunks,
+so results do not depend on the number of threads.
+"""
+
+import numpy as np
+from numba import njit, prange
+
+#: nonzeros (plus one per row) a chunk should hold at least before splitting more.
+_MIN_CHUNK_WORK = 4096
+
+
+@njit(cache=True, nogil=True)
+def nnz_balanced_bounds(indptr, rows, n_chunks):
+    """Split ``rows`` into at most ``n_chunks`` contiguous runs of equal work.
+
+    Work of a row is its nonzero count plus one. Returns ``bounds`` (int64) with
+    ``bounds[0] = 0`` and ``bounds[-1] = len(rows)``; chunk ``c`` is
+    ``rows[bounds[c]:bounds[c + 1]]``.
+    """
+    n = rows.shape[0]
+    total = np.int64(0)
+    for t in range(n):
+        r = rows[t]
+        total += np.int64(indptr[r + 1]) - np.int64(indptr[r]) + 1
+    n_chunks = max(1, min(n_chunks, (total + _MIN_CHUNK_WORK - 1) // _MIN_CHUNK_WORK))
+    bounds = np.empty(n_chunks + 1, dtype=np.int64)
+    bounds[0] = 0
+    c = 1
+    acc = np.int64(0)
+    for t in range(n):
+        r = rows[t]
+        acc += np.int64(indptr[r + 1]) - np.int64(indptr[r]) + 1
+        while c < n_chunks and acc * n_chunks >= c * total:
+            bounds[c] = t + 1
+            c += 1
+    while c <= n_chunks:
+        bounds[c] = n
+        c += 1
+    return bounds
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def spmm_rows(indptr, indices, data, rows, col_mask, B, out, n_chunks):
+    """``out[t] = sum_j X[rows[t], j] * B[j]`` over columns ``j`` with ``col_mask[j]``.
+
+    Parameters
+    ----------
+    indptr, indices, data : ndarray
+        CSR arrays of ``X`` (n × p).
+    rows : ndarray of int64, shape (m,)
+        Rows of ``X`` to multiply, in output order.
+    col_mask : ndarray of uint8, shape (p,)
+        Columns that take part (1) or are skipped (0).
+    B : ndarray, shape (p, K)
+        Dense right factor, C-contiguous.
+    out : ndarray, shape (m, K)
+        Written in place.
+    n_chunks : int
+        Most work chunks (a few per thread); the result does not depend on it.
+    """
+    K = B.shape[1]
+    bounds = nnz_balanced_bounds(indptr, rows, n_chunks)
+    for ch in prange(bounds.shape[0] - 1):
+        for t in range(bounds[ch], bounds[ch + 1]):
+            r = rows[t]
+            for k in range(K):
+                out[t, k] = 0.0
+            for jj in range(np.int64(indptr[r]), np.int64(indptr[r + 1])):
+                j = indices[jj]
+                if col_mask[j]:
+                    x = data[jj]
+                    for k in range(K):
+                        out[t, k] += x * B[j, k]
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def masked_row_sums(indptr, indices, data, rows, col_mask, sums, sq_sums, n_chunks):
+    """Row sums and row sums of squares of ``X[rows][:, col_mask]`` (float64 out); ``n_chunks`` as in :func:`spmm_rows`."""
+    bounds = nnz_balanced_bounds(indptr, rows, n_chunks)
+    for ch in prange(bounds.shape[0] - 1):
+        for t in range(bounds[ch], bounds[ch + 1]):
+            r = rows[t]
+            s = 0.0
+            s2 = 0.0
+            for jj in range(np.int64(indptr[r]), np.int64(indptr[r + 1])):
+                if col_mask[indices[jj]]:
+                    x = np.float64(data[jj])
+                    s += x
+                    s2 += x * x
+            sums[t] = s
+            sq_sums[t] = s2

@@ -1,0 +1,254 @@
+"""fastjmt.fit end to end: results, conventions, determinism, threads, inputs left alone, the block steps."""
+
+import logging
+import warnings
+
+import numba
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from conftest import params_from_theta, random_case
+
+import fastjmt
+from fastjmt import driver
+from fastjmt.objective import MODALITIES, Batch, evaluate
+
+
+@pytest.fixture(scope="module")
+def small():
+    return fastjmt.simulate(n_rna=300, n_atac=250, n_genes=120, n_regions=300, random_state=1)
+
+
+def _fit(d, **kw):
+    kw.setdefault("n_shared", 5)
+    kw.setdefault("max_iter", 30)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", fastjmt.ConvergenceWarning)
+        return fastjmt.fit(d.rna, d.atac, d.gene_activity, **kw)
+
+
+def test_result_has_everything_with_right_shapes(small):
+    r = _fit(small, n_shared=4, n_rna_only=1)
+    K = 5
+    assert r.C_rna.shape == (300, K) and r.C_atac.shape == (250, K)
+    assert r.C_genes.shape == (120, K) and r.C_regions.shape == (300, K)
+    assert r.S_rna.shape == (K, K) and r.S_atac.shape == (K, K)
+    assert r.b_rna.shape == (300,) and r.b_atac.shape == (250,)
+    assert r.b_genes.shape == (120,) and r.b_regions.shape == (300,)
+    for C in (r.C_rna, r.C_atac, r.C_genes, r.C_regions):
+        assert np.all(C >= 0)
+        np.testing.assert_allclose(C.sum(axis=1), 1.0, rtol=1e-5)
+    np.testing.assert_array_equal(r.labels_rna, r.C_rna.argmax(1))
+    np.testing.assert_array_equal(r.labels_genes, r.C_genes.argmax(1))
+    assert r.loss_history.shape == (r.n_iter + 1, len(r.loss_terms))
+    assert r.loss_terms[-1] == "total" and r.loss == r.loss_history[-1, -1]
+    assert np.all(np.isfinite(r.loss_history))
+    assert r.restart_losses.shape == (1,)
+    assert set(r.to_dict()) >= {"C_rna", "labels_atac", "loss_history", "seed"}
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_dtype_is_kept(small, dtype):
+    r = _fit(small, dtype=dtype, max_iter=3)
+    for a in (r.C_rna, r.C_atac, r.C_genes, r.C_regions, r.S_rna, r.S_atac, r.b_rna, r.b_regions):
+        assert a.dtype == dtype
+
+
+def test_inputs_are_not_modified(small):
+    rna = sp.coo_matrix(small.rna)
+    atac = small.atac.tocsc()
+    ga = small.gene_activity.copy()
+    ga.indptr = ga.indptr.astype(np.int64)
+    ga.indices = ga.indices.astype(np.int64)
+    before = [m.copy() for m in (rna, atac, ga)]
+    _fit(small.__class__(rna, atac, ga, small.rna_labels, small.atac_labels, 5, 0, 0), max_iter=3)
+    for b, a in zip(before, (rna, atac, ga)):
+        assert type(a) is type(b) and a.dtype == b.dtype
+        assert (abs(a - b)).nnz == 0
+    assert ga.indices.dtype == np.int64
+
+
+def test_sparse_formats_and_dense_agree(small):
+    ref = _fit(small, max_iter=5, dtype=np.float64)
+    for conv in (sp.csc_matrix, sp.coo_matrix, lambda m: m.toarray(), sp.csr_array):
+        d = small.__class__(conv(small.rna), conv(small.atac), conv(small.gene_activity), small.rna_labels,
+                            small.atac_labels, 5, 0, 0)
+        r = _fit(d, max_iter=5, dtype=np.float64)
+        np.testing.assert_allclose(r.C_rna, ref.C_rna, rtol=1e-10, atol=1e-12)
+        assert r.loss == pytest.approx(ref.loss, rel=1e-10)
+
+
+def test_same_seed_same_result_and_seed_reruns_kept_restart(small):
+    a = _fit(small, random_state=3, n_init=3, max_iter=10)
+    b = _fit(small, random_state=3, n_init=3, max_iter=10)
+    np.testing.assert_array_equal(a.C_rna, b.C_rna)
+    np.testing.assert_array_equal(a.loss_history, b.loss_history)
+    assert a.restart_losses.shape == (3,) and a.loss == a.restart_losses.min()
+    again = _fit(small, random_state=a.seed, n_init=1, max_iter=10)
+    np.testing.assert_array_equal(again.C_atac, a.C_atac)
+    c = _fit(small, random_state=4, max_iter=10, init="random")
+    assert not np.array_equal(c.C_rna, a.C_rna)
+
+
+def test_gradient_descent_loss_never_rises(small):
+    r = _fit(small, optimizer="gd", learning_rate=1e-3, max_iter=25, tol=0.0, init="random")
+    total = r.loss_history[:, -1]
+    assert total[-1] < total[0]
+    assert np.all(np.diff(total) <= 1e-9 * np.abs(total[:-1]))
+
+
+def test_every_block_step_lowers_the_loss():
+    """Each block step of the driver (small gradient step) and each closed-form bias update lowers the loss."""
+    c = random_case(seed=11, n_atac=40, n_rna=30, n_genes=12, n_regions=20, layout=(2, 1, 1))
+    prob = c["problem"]
+    params = params_from_theta(c["theta"])
+    sched = driver.Schedule(optimizer="gd", learning_rate=1e-4)
+    step = driver._Stepper(sched, params)
+
+    def loss():
+        return evaluate(prob, params, with_grad=False)[0]["total"]
+
+    eps = {m: driver._Epoch(prob, m, params[m], Batch.whole(prob.modality(m).n, prob.modality(m).p))
+           for m in MODALITIES}
+    last = loss()
+    for name, other in (("atac", "rna"), ("rna", "atac")):
+        driver._cell_and_S_step(prob, name, eps[name], params[other].S, step, 1)
+        now = loss()
+        assert now < last, name
+        last = now
+    for name in MODALITIES:
+        from fastjmt.objective import feature_coupling
+
+        _, g_genes, g_regions = feature_coupling(prob, params["rna"].Cf, params["atac"].Cf)
+        driver._feature_step(prob, name, eps[name], g_regions if name == "atac" else g_genes, step, 1)
+        now = loss()
+        assert now < last, name
+        last = now
+
+
+def test_minibatches_run_and_lower_the_loss(small):
+    r = _fit(small, batch_cells=0.3, batch_features=0.5, max_iter=20, init="random", learning_rate=0.02)
+    assert np.all(np.isfinite(r.loss_history))
+    assert r.loss_history[-1, -1] < r.loss_history[0, -1]
+
+
+def test_callback_sees_every_epoch_and_can_stop(small):
+    seen = []
+
+    def cb(it, terms, params):
+        seen.append((it, terms["total"]))
+        return it == 4
+
+    r = _fit(small, callback=cb, max_iter=50)
+    assert [s[0] for s in seen] == [1, 2, 3, 4] and r.n_iter == 4
+    assert seen[-1][1] == pytest.approx(r.loss)
+
+
+def test_convergence_warning_and_convergence(small):
+    with pytest.warns(fastjmt.ConvergenceWarning):
+        fastjmt.fit(small.rna, small.atac, small.gene_activity, n_shared=5, max_iter=2)
+    r = _fit(small, max_iter=2000, tol=1e-3, patience=2)
+    assert r.converged and r.n_iter < 2000
+
+
+def test_nan_is_reported_with_block_and_iteration(small):
+    with pytest.raises(fastjmt.NonFiniteError, match=r"block \w+ at iteration \d+|iteration \d+"):
+        _fit(small, optimizer="gd", learning_rate=1e200, max_iter=5, dtype=np.float32)
+
+
+def test_thread_settings_restored(small):
+    before = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        _fit(small, n_threads=-1, max_iter=2)
+        assert numba.get_num_threads() == 1
+
+        def boom(*_):
+            raise RuntimeError("stop")
+
+        with pytest.raises(RuntimeError):
+            _fit(small, n_threads=numba.config.NUMBA_NUM_THREADS, callback=boom)
+        assert numba.get_num_threads() == 1
+    finally:
+        numba.set_num_threads(before)
+
+
+def test_thread_count_does_not_change_the_result(small):
+    one = _fit(small, n_threads=1, max_iter=8, dtype=np.float64)
+    many = _fit(small, n_threads=-1, max_iter=8, dtype=np.float64)
+    np.testing.assert_allclose(one.C_rna, many.C_rna, rtol=1e-9, atol=1e-12)
+
+
+def test_verbose_logs_progress(small, caplog):
+    with caplog.at_level(logging.INFO, logger="fastjmt"):
+        _fit(small, verbose=1, max_iter=10)
+    text = caplog.text
+    assert "iter    1" in text and "iter   10" in text and "restart 1/1" in text
+
+
+@pytest.mark.parametrize(
+    "kwargs, err, match",
+    [
+        (dict(n_shared=-1), ValueError, "n_shared"),
+        (dict(n_shared=0, n_rna_only=1), ValueError, "each modality"),
+        (dict(n_shared=1), ValueError, "K = "),
+        (dict(n_shared=2.5), ValueError, "n_shared"),
+        (dict(n_shared=5, a3=-1.0), ValueError, "a3"),
+        (dict(n_shared=5, a1=float("nan")), ValueError, "a1"),
+        (dict(n_shared=5, max_iter=0), ValueError, "max_iter"),
+        (dict(n_shared=5, batch_cells=0.0), ValueError, "batch_cells"),
+        (dict(n_shared=5, batch_features=1.5), ValueError, "batch_features"),
+        (dict(n_shared=5, learning_rate=0), ValueError, "learning_rate"),
+        (dict(n_shared=5, optimizer="lbfgs"), ValueError, "optimizer"),
+        (dict(n_shared=5, init="pca"), ValueError, "init"),
+        (dict(n_shared=5, dtype=np.int32), ValueError, "dtype"),
+        (dict(n_shared=5, n_threads=0), ValueError, "n_threads"),
+        (dict(n_shared=5, random_state="x"), TypeError, "random_state"),
+        (dict(n_shared=5, callback=3), TypeError, "callback"),
+        (dict(n_shared=400), ValueError, "fewer than K"),
+    ],
+)
+def test_bad_parameters_raise_clear_errors(small, kwargs, err, match):
+    with pytest.raises(err, match=match):
+        fastjmt.fit(small.rna, small.atac, small.gene_activity, **kwargs)
+
+
+def test_bad_matrices_raise_clear_errors(small):
+    g, a, ga = small.rna, small.atac, small.gene_activity
+    with pytest.raises(ValueError, match="gene_activity must be genes"):
+        fastjmt.fit(g, a, ga.T, n_shared=5)
+    with pytest.raises(ValueError, match="gene_activity must be genes"):
+        fastjmt.fit(g[:, :50], a, ga, n_shared=5)
+    bad = g.copy().astype(np.float64)
+    bad.data[0] = np.nan
+    with pytest.raises(ValueError, match="rna contains NaN"):
+        fastjmt.fit(bad, a, ga, n_shared=5)
+    neg = a.copy()
+    neg.data[0] = -1
+    with pytest.raises(ValueError, match="atac has negative"):
+        fastjmt.fit(g, neg, ga, n_shared=5)
+    with pytest.raises(ValueError, match="empty"):
+        fastjmt.fit(sp.csr_matrix((0, g.shape[1])), a, ga, n_shared=5)
+    with pytest.raises(TypeError, match="real numbers"):
+        fastjmt.fit(np.array([["a", "b"]]), a, ga, n_shared=5)
+    with pytest.raises(TypeError, match="rna is required"):
+        fastjmt.fit(None, a, ga, n_shared=5)
+
+
+def test_all_zero_rows_and_columns_are_fine(small):
+    rna = small.rna.tolil()
+    rna[3, :] = 0
+    rna[:, 7] = 0
+    r = _fit(small.__class__(rna.tocsr(), small.atac, small.gene_activity, None, None, 5, 0, 0), max_iter=5)
+    assert np.all(np.isfinite(r.C_rna)) and np.all(np.isfinite(r.loss_history))
+
+
+def test_preprocess_off_uses_data_as_given(small):
+    from fastjmt import preprocess as pp
+
+    G = pp.preprocess_rna(pp.to_csr(small.rna))
+    R = pp.preprocess_atac(pp.to_csr(small.atac))
+    A = pp.preprocess_gene_activity(pp.to_csr(small.gene_activity))
+    a = _fit(small, max_iter=5, dtype=np.float64)
+    b = _fit(small.__class__(G, R, A, None, None, 5, 0, 0), max_iter=5, dtype=np.float64, preprocess=False)
+    np.testing.assert_allclose(a.C_rna, b.C_rna, rtol=1e-9, atol=1e-12)

@@ -1,0 +1,196 @@
+"""Every Numba kernel against a plain NumPy twin (STUMPY style), float32 and float64, int32 and int64 indices."""
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from conftest import random_csr
+
+from fastjmt import kernels as kn
+
+DTYPES = [np.float32, np.float64]
+TOL = {np.float32: dict(rtol=2e-5, atol=1e-5), np.float64: dict(rtol=1e-12, atol=1e-12)}
+
+
+def _tall(rng, n, k, dtype):
+    return np.ascontiguousarray(rng.normal(size=(n, k)), dtype=dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("index_dtype", [np.int32, np.int64])
+@pytest.mark.parametrize("n_chunks", [1, 3, 64])
+def test_spmm_rows_matches_numpy(dtype, index_dtype, n_chunks):
+    rng = np.random.default_rng(0)
+    X = random_csr(rng, 300, 80, 0.1, dtype, index_dtype)
+    X = sp.diags((np.arange(300) != 5).astype(dtype)) @ X  # row 5 empty
+    X = sp.csr_matrix(X)
+    X.eliminate_zeros()
+    X.indptr, X.indices = X.indptr.astype(index_dtype), X.indices.astype(index_dtype)
+    assert X.indptr[6] == X.indptr[5]
+    B = _tall(rng, 80, 6, dtype)
+    rows = np.sort(rng.choice(300, 170, replace=False)).astype(np.int64)
+    mask = (rng.random(80) < 0.6).astype(np.uint8)
+    out = np.empty((rows.size, 6), dtype)
+    kn.spmm_rows(X.indptr, X.indices, X.data, rows, mask, B, out, n_chunks)
+    expect = X.toarray()[rows][:, mask.astype(bool)] @ B[mask.astype(bool)]
+    np.testing.assert_allclose(out, expect, **TOL[dtype])
+
+
+def test_spmm_rows_skewed_rows_and_thread_independence():
+    rng = np.random.default_rng(1)
+    dense = (rng.random((200, 500)) < 0.01).astype(np.float64)
+    dense[7] = 1.0  # one row holds a large share of the nonzeros
+    X = sp.csr_matrix(dense)
+    B = _tall(rng, 500, 4, np.float64)
+    rows = np.arange(200, dtype=np.int64)
+    mask = np.ones(500, np.uint8)
+    outs = []
+    for n_chunks in (1, 2, 8):
+        out = np.empty((200, 4))
+        kn.spmm_rows(X.indptr, X.indices, X.data, rows, mask, B, out, n_chunks)
+        outs.append(out)
+    np.testing.assert_allclose(outs[0], dense @ B, rtol=1e-12)
+    for o in outs[1:]:
+        np.testing.assert_array_equal(o, outs[0])
+
+
+def test_nnz_balanced_bounds_cover_rows_in_order():
+    indptr = np.array([0, 100, 101, 102, 103, 203, 204], dtype=np.int64)
+    rows = np.arange(6, dtype=np.int64)
+    for k in (1, 2, 3, 10):
+        b = kn.nnz_balanced_bounds(indptr, rows, k)
+        assert b[0] == 0 and b[-1] == 6
+        assert np.all(np.diff(b) >= 0)
+    # the split follows the nonzeros, not the row count: the two heavy rows (0 and 4) land in different chunks
+    heavy = np.array([0, 5000, 5001, 5002, 5003, 10003, 10004], np.int64)
+    b = kn.nnz_balanced_bounds(heavy, rows, 2)
+    assert b.tolist() == [0, 3, 6]
+    work = np.diff(heavy) + 1
+    assert [work[b[i]:b[i + 1]].sum() for i in range(2)] == [5005, 5005]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_masked_row_sums(dtype):
+    rng = np.random.default_rng(2)
+    X = random_csr(rng, 50, 30, 0.2, dtype)
+    rows = np.array([3, 1, 40, 7], dtype=np.int64)
+    mask = (rng.random(30) < 0.5).astype(np.uint8)
+    s, q = np.empty(4), np.empty(4)
+    kn.masked_row_sums(X.indptr, X.indices, X.data, rows, mask, s, q, 4)
+    D = X.toarray().astype(np.float64)[rows][:, mask.astype(bool)]
+    np.testing.assert_allclose(s, D.sum(1), rtol=1e-6)
+    np.testing.assert_allclose(q, (D**2).sum(1), rtol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n", [1, 5000])
+def test_reductions(dtype, n):
+    rng = np.random.default_rng(3)
+    A, B = _tall(rng, n, 5, dtype), _tall(rng, n, 3, dtype)
+    w = rng.normal(size=n).astype(dtype)
+    A64, B64 = A.astype(np.float64), B.astype(np.float64)
+    np.testing.assert_allclose(kn.cross_gram(A, B), A64.T @ B64, rtol=1e-10, atol=1e-9)
+    np.testing.assert_allclose(kn.weighted_colsum(A, w), A64.T @ w.astype(np.float64), rtol=1e-10, atol=1e-9)
+    assert kn.frob_dot(A, A) == pytest.approx(np.sum(A64 * A64), rel=1e-10)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_small_matmul_and_axpby(dtype):
+    rng = np.random.default_rng(4)
+    A, M = _tall(rng, 100, 4, dtype), _tall(rng, 4, 6, dtype)
+    out = np.empty((100, 6), dtype)
+    kn.small_matmul(A, M, out)
+    np.testing.assert_allclose(out, A @ M, **TOL[dtype])
+    X, Y = _tall(rng, 30, 4, dtype), _tall(rng, 30, 4, dtype)
+    out = np.empty_like(X)
+    kn.axpby(0.5, X, -2.0, Y, out)
+    np.testing.assert_allclose(out, 0.5 * X - 2.0 * Y, **TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_recon_grad_u(dtype):
+    rng = np.random.default_rng(5)
+    n, K = 40, 4
+    XV, U = _tall(rng, n, K, dtype), _tall(rng, n, K, dtype)
+    VtV, Vt1, ctV, b = rng.normal(size=(K, K)), rng.normal(size=K), rng.normal(size=K), rng.normal(size=n).astype(dtype)
+    out = np.empty_like(U)
+    kn.recon_grad_u(XV, U, VtV, Vt1, ctV, b, 0.7, out)
+    expect = 0.7 * (U @ VtV + np.outer(b, Vt1) + ctV[None, :] - XV)
+    np.testing.assert_allclose(out, expect, rtol=1e-5 if dtype == np.float32 else 1e-12, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_mask_and_entropy_kernels(dtype):
+    rng = np.random.default_rng(6)
+    Z = _tall(rng, 25, 5, dtype)
+    C = np.exp(Z) / np.exp(Z).sum(1, keepdims=True)
+    G = _tall(rng, 25, 5, dtype)
+    G2 = G.copy()
+    cols = np.array([1, 4], dtype=np.int64)
+    kn.add_masked_columns(G2, C, cols, 0.3)
+    expect = G.copy()
+    expect[:, cols] += 0.3 * C[:, cols]
+    np.testing.assert_allclose(G2, expect, **TOL[dtype])
+    assert kn.entropy_value(C) == pytest.approx(-np.sum(C.astype(np.float64) * np.log(C.astype(np.float64))),
+                                                rel=1e-6)
+    G3 = G.copy()
+    kn.add_entropy_grad(G3, C, 0.2)
+    np.testing.assert_allclose(G3, G - 0.2 * (np.log(C.astype(np.float64)) + 1), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_softmax_kernels(dtype):
+    rng = np.random.default_rng(7)
+    Z = _tall(rng, 30, 6, dtype)
+    Z[0, 0] = 1000.0  # overflow-prone without the max shift
+    rows = np.array([0, 4, 9], dtype=np.int64)
+    out = np.empty((3, 6), dtype)
+    kn.softmax_rows(Z, rows, out)
+    Zr = Z[rows].astype(np.float64)
+    E = np.exp(Zr - Zr.max(1, keepdims=True))
+    np.testing.assert_allclose(out, E / E.sum(1, keepdims=True), **TOL[dtype])
+    assert np.all(np.isfinite(out))
+    C = out
+    G = _tall(rng, 3, 6, dtype)
+    g = np.empty_like(G)
+    kn.softmax_backward(C, G, g)
+    expect = np.stack([(np.diag(c) - np.outer(c, c)) @ gi for c, gi in zip(C.astype(np.float64), G)])
+    np.testing.assert_allclose(g, expect, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_adam_and_sgd_rows(dtype):
+    rng = np.random.default_rng(8)
+    P = _tall(rng, 10, 3, dtype)
+    M, V = np.zeros_like(P), np.zeros_like(P)
+    rows = np.array([2, 7], dtype=np.int64)
+    G = _tall(rng, 2, 3, dtype)
+    P0 = P.copy()
+    for step in (1, 2):
+        kn.adam_rows(P, G, M, V, rows, 0.1, 0.9, 0.999, 1e-8, step)
+    # twin: two Adam steps with the same gradient
+    p, m, v = P0[rows].astype(np.float64), 0 * G.astype(np.float64), 0 * G.astype(np.float64)
+    for step in (1, 2):
+        m = 0.9 * m + 0.1 * G
+        v = 0.999 * v + 0.001 * G.astype(np.float64) ** 2
+        p = p - 0.1 * (m / (1 - 0.9**step)) / (np.sqrt(v / (1 - 0.999**step)) + 1e-8)
+    np.testing.assert_allclose(P[rows], p, **TOL[dtype])
+    untouched = np.setdiff1d(np.arange(10), rows)
+    np.testing.assert_array_equal(P[untouched], P0[untouched])
+    Q = P0.copy()
+    kn.sgd_rows(Q, G, rows, 0.5)
+    np.testing.assert_allclose(Q[rows], P0[rows] - 0.5 * G, **TOL[dtype])
+
+
+def test_kmeans_kernels():
+    rng = np.random.default_rng(9)
+    X = rng.normal(size=(300, 4))
+    centers = rng.normal(size=(5, 4))
+    labels, d2 = np.empty(300, np.int64), np.empty(300)
+    kn.kmeans_assign(X, centers, labels, d2)
+    D = ((X[:, None, :] - centers[None]) ** 2).sum(-1)
+    np.testing.assert_array_equal(labels, D.argmin(1))
+    np.testing.assert_allclose(d2, D.min(1))
+    sums, counts = kn.cluster_sums(X, labels, 5)
+    for c in range(5):
+        np.testing.assert_allclose(sums[c], X[labels == c].sum(0), atol=1e-12)
+        assert counts[c] == np.sum(labels == c)
