@@ -20,7 +20,8 @@ import scipy.sparse as sp
 from . import preprocess as pp
 from ._threads import fit_threads, resolve_n_threads
 from .driver import RunOutcome, Schedule, run_once
-from .objective import TERMS, Modality, Problem
+from . import kernels as kn
+from .objective import TERMS, Modality, Problem, work_chunks
 
 logger = logging.getLogger("fastjmt")
 
@@ -190,18 +191,18 @@ def _restart_seeds(random_state, n_init: int) -> list:
 def _modality(X: sp.csr_matrix, weight: float, masked_cols) -> Modality:
     Xt = X.T.tocsr()
     Xt.sort_indices()
-    data64 = X.data.astype(np.float64)
-    return Modality(
-        (X.indptr, X.indices, X.data),
-        (Xt.indptr, Xt.indices, Xt.data),
-        X.shape[0],
-        X.shape[1],
-        np.asarray(X.sum(axis=1, dtype=np.float64)).ravel(),
-        np.asarray(X.sum(axis=0, dtype=np.float64)).ravel(),
-        float(np.dot(data64, data64)),
-        weight,
-        np.asarray(masked_cols, dtype=np.int64),
-    )
+    X_arr, Xt_arr = (X.indptr, X.indices, X.data), (Xt.indptr, Xt.indices, Xt.data)
+    row_sums, row_sq = _row_sums(X_arr, X.shape[0], X.shape[1])
+    col_sums, _ = _row_sums(Xt_arr, X.shape[1], X.shape[0])
+    return Modality(X_arr, Xt_arr, X.shape[0], X.shape[1], row_sums, col_sums, float(row_sq.sum()), weight,
+                    np.asarray(masked_cols, dtype=np.int64))
+
+
+def _row_sums(csr: tuple, n: int, p: int):
+    """Row sums and row sums of squares in float64 (no float64 copy of the data)."""
+    sums, sq = np.empty(n), np.empty(n)
+    kn.masked_row_sums(*csr, np.arange(n, dtype=np.int64), np.ones(p, np.uint8), sums, sq, work_chunks())
+    return sums, sq
 
 
 def build_problem(G: sp.csr_matrix, R: sp.csr_matrix, A: sp.csr_matrix, n_shared: int, n_rna_only: int,
@@ -385,7 +386,10 @@ def fit(
         if M.shape[0] < K:
             raise ValueError(f"{name} has {M.shape[0]} cells, fewer than K = {K} clusters")
     if preprocess:
-        G, R, A = pp.preprocess_rna(G), pp.preprocess_atac(R), pp.preprocess_gene_activity(A)
+        # G, R and A are private copies (to_csr), so preprocessing may work in place
+        G = pp.preprocess_rna(G, copy=False)
+        R = pp.preprocess_atac(R, copy=False)
+        A = pp.preprocess_gene_activity(A, copy=False)
 
     problem = build_problem(G, R, A, n_shared, n_rna_only, n_atac_only, weights, dtype)
     sched = Schedule(

@@ -25,7 +25,6 @@ sets ``S`` and the biases by the same least squares.
 from __future__ import annotations
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
 
 from . import kernels as kn
 from .objective import MODALITIES, Factors, Problem, closed_form_bias, matmul, side_stats, softmax, spmm
@@ -142,6 +141,8 @@ def match_clusters(corr, n_shared):
     Shared pairs take columns ``0 … n_shared−1`` (best-correlated first), unpaired
     RNA clusters the next ones, unpaired ATAC clusters the last ones.
     """
+    from scipy.optimize import linear_sum_assignment  # imported here: keeps `import fastjmt` cheap
+
     kr, ka = corr.shape
     ri, ai = linear_sum_assignment(-corr)
     order = np.argsort(-corr[ri, ai], kind="stable")[:n_shared]

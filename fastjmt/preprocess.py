@@ -1,7 +1,8 @@
 """Sparse preprocessing applied by :func:`fastjmt.fit` (switchable off), never densifying.
 
-Every function returns a new canonical CSR matrix (sorted, summed duplicates)
-and leaves its input untouched.
+Every function returns a canonical CSR matrix (sorted, summed duplicates) and
+leaves its input untouched unless called with ``copy=False`` (used by
+:func:`fastjmt.fit` on its own private copy, to keep peak memory down).
 """
 
 from __future__ import annotations
@@ -30,14 +31,14 @@ def to_csr(X, dtype=np.float64, name: str = "X") -> sp.csr_matrix:
     return M
 
 
-def normalize_log1p(X: sp.csr_matrix, target_sum: float | None = None) -> sp.csr_matrix:
+def normalize_log1p(X: sp.csr_matrix, target_sum: float | None = None, copy: bool = True) -> sp.csr_matrix:
     """Library-size normalisation then ``log1p``, per cell (row).
 
     Each row is scaled to sum to ``target_sum`` (default: the median nonzero
     library size), then ``log1p`` is applied to the stored values. All-zero rows
     stay zero.
     """
-    X = X.copy()
+    X = X.copy() if copy else X
     lib = np.asarray(X.sum(axis=1)).ravel()
     if target_sum is None:
         nz = lib[lib > 0]
@@ -49,25 +50,25 @@ def normalize_log1p(X: sp.csr_matrix, target_sum: float | None = None) -> sp.csr
     return X
 
 
-def scale_to_unit_max(X: sp.csr_matrix) -> sp.csr_matrix:
+def scale_to_unit_max(X: sp.csr_matrix, copy: bool = True) -> sp.csr_matrix:
     """Divide by the largest stored value so entries lie in [0, 1] (for nonnegative data)."""
-    X = X.copy()
+    X = X.copy() if copy else X
     m = X.data.max() if X.nnz else 0.0
     if m > 0:
         X.data /= m
     return X
 
 
-def binarize(X: sp.csr_matrix) -> sp.csr_matrix:
+def binarize(X: sp.csr_matrix, copy: bool = True) -> sp.csr_matrix:
     """Every stored nonzero becomes 1."""
-    X = X.copy()
+    X = X.copy() if copy else X
     X.data[:] = 1
     return X
 
 
-def normalize_rows(X: sp.csr_matrix) -> sp.csr_matrix:
+def normalize_rows(X: sp.csr_matrix, copy: bool = True) -> sp.csr_matrix:
     """Scale each row to sum to 1 (all-zero rows stay zero)."""
-    X = X.copy()
+    X = X.copy() if copy else X
     s = np.asarray(X.sum(axis=1)).ravel()
     inv = np.zeros_like(s)
     np.divide(1.0, s, out=inv, where=s != 0)
@@ -75,16 +76,16 @@ def normalize_rows(X: sp.csr_matrix) -> sp.csr_matrix:
     return X
 
 
-def preprocess_rna(G: sp.csr_matrix) -> sp.csr_matrix:
+def preprocess_rna(G: sp.csr_matrix, copy: bool = True) -> sp.csr_matrix:
     """RNA default: library-size normalisation + log1p, then scaled to a maximum of 1."""
-    return scale_to_unit_max(normalize_log1p(G))
+    return scale_to_unit_max(normalize_log1p(G, copy=copy), copy=False)
 
 
-def preprocess_atac(R: sp.csr_matrix) -> sp.csr_matrix:
+def preprocess_atac(R: sp.csr_matrix, copy: bool = True) -> sp.csr_matrix:
     """ATAC default: binarisation."""
-    return binarize(R)
+    return binarize(R, copy=copy)
 
 
-def preprocess_gene_activity(A: sp.csr_matrix) -> sp.csr_matrix:
+def preprocess_gene_activity(A: sp.csr_matrix, copy: bool = True) -> sp.csr_matrix:
     """Gene activity default: each gene's row scaled to sum to 1."""
-    return normalize_rows(A)
+    return normalize_rows(A, copy=copy)

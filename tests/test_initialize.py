@@ -1,0 +1,47 @@
+"""The spectral initialisation: implicit SVD, k-means and the RNA/ATAC cluster matching."""
+
+import numpy as np
+import scipy.sparse as sp
+
+from fastjmt.initialize import implicit_svd, kmeans, match_clusters
+
+
+def test_implicit_svd_matches_dense_svd_of_the_scaled_centred_matrix():
+    rng = np.random.default_rng(0)
+    # five clear directions (block structure) plus sparse noise: a spectral gap after the fifth value
+    groups = rng.integers(0, 6, 200)
+    profiles = (rng.random((6, 60)) < 0.3) * 3.0
+    X = sp.csr_matrix(profiles[groups]) + sp.random(200, 60, density=0.05, format="csr", random_state=1)
+    Xt = X.T.tocsr()
+    r, w = rng.random(200) + 0.5, rng.random(60) + 0.5
+    emb = implicit_svd((X.indptr, X.indices, X.data), (Xt.indptr, Xt.indices, Xt.data), r, w, 5, rng,
+                       n_power_iter=6)
+    D = r[:, None] * X.toarray() * w[None, :]
+    D -= D.mean(0)
+    U, s, _ = np.linalg.svd(D, full_matrices=False)
+    # same subspace (components with close singular values may mix inside it) and same singular values
+    Q = U[:, :5]
+    resid = emb - Q @ (Q.T @ emb)
+    assert np.linalg.norm(resid) < 1e-2 * np.linalg.norm(emb)
+    np.testing.assert_allclose(np.linalg.svd(emb, compute_uv=False), s[:5], rtol=1e-3)
+
+
+def test_kmeans_finds_separated_blobs():
+    rng = np.random.default_rng(1)
+    centers = rng.normal(size=(4, 3)) * 10
+    truth = rng.integers(0, 4, 500)
+    X = centers[truth] + rng.normal(size=(500, 3))
+    lab = kmeans(X, 4, rng)
+    # a perfect clustering up to renaming
+    pairs = set(zip(truth.tolist(), lab.tolist()))
+    assert len(pairs) == 4
+
+
+def test_match_clusters_shared_then_specific_columns():
+    corr = np.array([[0.1, 0.9], [0.8, 0.2], [0.3, 0.25]])  # RNA 3 clusters, ATAC 2
+    rna_cols, atac_cols = match_clusters(corr, 2)
+    # RNA 0 <-> ATAC 1 (0.9) takes column 0, RNA 1 <-> ATAC 0 takes column 1, RNA 2 is RNA-only (column 2)
+    assert rna_cols.tolist() == [0, 1, 2] and atac_cols.tolist() == [1, 0]
+    # both modalities with a specific cluster: columns 0 shared, 1 RNA-only, 2 ATAC-only
+    rna_cols, atac_cols = match_clusters(np.array([[0.9, 0.1], [0.2, 0.3]]), 1)
+    assert rna_cols.tolist() == [0, 1] and atac_cols.tolist() == [0, 2]

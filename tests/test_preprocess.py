@@ -1,0 +1,40 @@
+import numpy as np
+import scipy.sparse as sp
+
+from fastjmt import preprocess as pp
+
+
+def _m():
+    return sp.csr_matrix(np.array([[0, 2, 2], [0, 0, 0], [1, 0, 3]], dtype=np.float64))
+
+
+def test_to_csr_canonicalises_on_a_copy():
+    coo = sp.coo_matrix((np.array([1.0, 2.0, 0.0]), (np.array([0, 0, 1]), np.array([2, 2, 0]))), shape=(2, 3))
+    M = pp.to_csr(coo, dtype=np.float32)
+    assert M.dtype == np.float32 and M.has_canonical_format and M.nnz == 1 and M[0, 2] == 3.0
+    assert coo.nnz == 3  # caller's matrix untouched
+
+
+def test_normalize_log1p_and_scale():
+    X = _m()
+    Y = pp.normalize_log1p(X, target_sum=4.0)
+    expect = np.log1p(np.array([[0, 2, 2], [0, 0, 0], [1, 0, 3]]) / np.array([[4], [1], [4]]) * 4)
+    np.testing.assert_allclose(Y.toarray(), expect)
+    np.testing.assert_allclose(pp.scale_to_unit_max(Y).toarray(), expect / expect.max())
+    assert X[0, 1] == 2  # input untouched
+    Z = pp.preprocess_rna(X)
+    assert Z.data.max() == 1.0 and Z.nnz == X.nnz
+
+
+def test_binarize_and_normalize_rows():
+    X = _m()
+    np.testing.assert_array_equal(pp.binarize(X).toarray(), (X.toarray() > 0).astype(float))
+    R = pp.normalize_rows(X).toarray()
+    np.testing.assert_allclose(R.sum(1), [1, 0, 1])
+    assert X.data.max() == 3  # input untouched
+
+
+def test_in_place_when_asked():
+    X = _m()
+    Y = pp.binarize(X, copy=False)
+    assert Y is X and X.data.max() == 1
