@@ -22,6 +22,7 @@ from ._threads import fit_threads, resolve_n_threads
 from .driver import RunOutcome, Schedule, run_once
 from . import kernels as kn
 from .objective import TERMS, Modality, Problem, work_chunks
+from .validation import check_count, check_fraction, check_layout, check_matrix, check_positive, check_shapes
 
 logger = logging.getLogger("fastjmt")
 
@@ -128,43 +129,6 @@ class JMTResult:
 
 
 # --------------------------------------------------------------------------- validation
-
-
-def _check_count(value, name, minimum):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
-def _check_fraction(value, name):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (0.0 < value <= 1.0):
-        raise ValueError(f"{name} must be a fraction in (0, 1], got {value!r}")
-    return float(value)
-
-
-def _check_positive(value, name, allow_zero=False):
-    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and np.isfinite(value)
-    ok = ok and (value >= 0 if allow_zero else value > 0)
-    if not ok:
-        bound = ">= 0" if allow_zero else "> 0"
-        raise ValueError(f"{name} must be a finite number {bound}, got {value!r}")
-    return float(value)
-
-
-def _as_matrix(X, name, dtype):
-    if X is None:
-        raise TypeError(f"{name} is required (a sparse or dense 2-D matrix)")
-    if sp.issparse(X):
-        if np.iscomplexobj(X.data if hasattr(X, "data") else np.zeros(0)) or not (
-            np.issubdtype(X.dtype, np.number) or X.dtype == bool
-        ):
-            raise TypeError(f"{name} must hold real numbers, got dtype {X.dtype}")
-    M = pp.to_csr(X, dtype=dtype, name=name)
-    if M.shape[0] == 0 or M.shape[1] == 0:
-        raise ValueError(f"{name} is empty (shape {M.shape})")
-    if not np.isfinite(M.data).all():
-        raise ValueError(f"{name} contains NaN or infinite values; remove or impute them before fitting")
-    return M
 
 
 def _restart_seeds(random_state, n_init: int) -> list:
@@ -341,27 +305,26 @@ def fit(
         If a factor becomes NaN or infinite (the message names the block and iteration).
     """
     t_start = time.perf_counter()
-    dtype = np.dtype(dtype)
+    try:
+        dtype = np.dtype(dtype)
+    except TypeError:
+        raise ValueError(f"dtype must be float32 or float64, got {dtype!r}") from None
     if dtype not in (np.float32, np.float64):
         raise ValueError(f"dtype must be float32 or float64, got {dtype}")
-    n_shared = _check_count(n_shared, "n_shared", 0)
-    n_rna_only = _check_count(n_rna_only, "n_rna_only", 0)
-    n_atac_only = _check_count(n_atac_only, "n_atac_only", 0)
+    if not isinstance(preprocess, (bool, np.bool_)):
+        raise TypeError(f"preprocess must be True or False, got {preprocess!r}")
+    verbose = check_count(int(verbose) if isinstance(verbose, (bool, np.bool_)) else verbose, "verbose", 0)
+    n_shared, n_rna_only, n_atac_only = check_layout(n_shared, n_rna_only, n_atac_only)
     K = n_shared + n_rna_only + n_atac_only
-    if n_shared + n_rna_only < 1 or n_shared + n_atac_only < 1:
-        raise ValueError("each modality needs at least one cluster: n_shared + n_rna_only >= 1 and "
-                         "n_shared + n_atac_only >= 1")
-    if K < 2:
-        raise ValueError(f"K = n_shared + n_rna_only + n_atac_only must be >= 2, got {K}")
-    weights = {k: _check_positive(v, k, allow_zero=True) for k, v in dict(a1=a1, a2=a2, a3=a3, a4=a4, a5=a5, a6=a6).items()}
-    max_iter = _check_count(max_iter, "max_iter", 1)
-    patience = _check_count(patience, "patience", 1)
-    n_init = _check_count(n_init, "n_init", 1)
-    tol = _check_positive(tol, "tol", allow_zero=True)
-    learning_rate = _check_positive(learning_rate, "learning_rate")
-    init_scale = _check_positive(init_scale, "init_scale", allow_zero=True)
-    batch_cells = _check_fraction(batch_cells, "batch_cells")
-    batch_features = _check_fraction(batch_features, "batch_features")
+    weights = {k: check_positive(v, k, allow_zero=True) for k, v in dict(a1=a1, a2=a2, a3=a3, a4=a4, a5=a5, a6=a6).items()}
+    max_iter = check_count(max_iter, "max_iter", 1)
+    patience = check_count(patience, "patience", 1)
+    n_init = check_count(n_init, "n_init", 1)
+    tol = check_positive(tol, "tol", allow_zero=True)
+    learning_rate = check_positive(learning_rate, "learning_rate")
+    init_scale = check_positive(init_scale, "init_scale", allow_zero=True)
+    batch_cells = check_fraction(batch_cells, "batch_cells")
+    batch_features = check_fraction(batch_features, "batch_features")
     if optimizer not in ("adam", "gd"):
         raise ValueError(f"optimizer must be 'adam' or 'gd', got {optimizer!r}")
     if init not in ("spectral", "random"):
@@ -371,20 +334,11 @@ def fit(
     threads = resolve_n_threads(n_threads)
     _restart_seeds(random_state, 1)  # validates random_state before any work
 
-    G = _as_matrix(rna, "rna", dtype)
-    R = _as_matrix(atac, "atac", dtype)
-    A = _as_matrix(gene_activity, "gene_activity", dtype)
-    if A.shape != (G.shape[1], R.shape[1]):
-        raise ValueError(
-            f"gene_activity must be genes × regions = ({G.shape[1]}, {R.shape[1]}) to match rna "
-            f"{G.shape} and atac {R.shape}, got {A.shape}"
-        )
-    for M, name in ((G, "rna"), (R, "atac"), (A, "gene_activity")):
-        if M.nnz and M.data.min() < 0 and (preprocess or name == "gene_activity"):
-            raise ValueError(f"{name} has negative values; counts and links must be >= 0")
-    for M, name in ((G, "rna"), (R, "atac")):
-        if M.shape[0] < K:
-            raise ValueError(f"{name} has {M.shape[0]} cells, fewer than K = {K} clusters")
+    shapes = [check_matrix(X, name, allow_negative=not preprocess and name != "gene_activity")
+              for X, name in ((rna, "rna"), (atac, "atac"), (gene_activity, "gene_activity"))]
+    check_shapes(*shapes, K)
+    G, R, A = (pp.to_csr(X, dtype=dtype, name=name)
+               for X, name in ((rna, "rna"), (atac, "atac"), (gene_activity, "gene_activity")))
     if preprocess:
         # G, R and A are private copies (to_csr), so preprocessing may work in place
         G = pp.preprocess_rna(G, copy=False)

@@ -186,55 +186,6 @@ def test_verbose_logs_progress(small, caplog):
     assert "iter    1" in text and "iter   10" in text and "restart 1/1" in text
 
 
-@pytest.mark.parametrize(
-    "kwargs, err, match",
-    [
-        (dict(n_shared=-1), ValueError, "n_shared"),
-        (dict(n_shared=0, n_rna_only=1), ValueError, "each modality"),
-        (dict(n_shared=1), ValueError, "K = "),
-        (dict(n_shared=2.5), ValueError, "n_shared"),
-        (dict(n_shared=5, a3=-1.0), ValueError, "a3"),
-        (dict(n_shared=5, a1=float("nan")), ValueError, "a1"),
-        (dict(n_shared=5, max_iter=0), ValueError, "max_iter"),
-        (dict(n_shared=5, batch_cells=0.0), ValueError, "batch_cells"),
-        (dict(n_shared=5, batch_features=1.5), ValueError, "batch_features"),
-        (dict(n_shared=5, learning_rate=0), ValueError, "learning_rate"),
-        (dict(n_shared=5, optimizer="lbfgs"), ValueError, "optimizer"),
-        (dict(n_shared=5, init="pca"), ValueError, "init"),
-        (dict(n_shared=5, dtype=np.int32), ValueError, "dtype"),
-        (dict(n_shared=5, n_threads=0), ValueError, "n_threads"),
-        (dict(n_shared=5, random_state="x"), TypeError, "random_state"),
-        (dict(n_shared=5, callback=3), TypeError, "callback"),
-        (dict(n_shared=400), ValueError, "fewer than K"),
-    ],
-)
-def test_bad_parameters_raise_clear_errors(small, kwargs, err, match):
-    with pytest.raises(err, match=match):
-        fastjmt.fit(small.rna, small.atac, small.gene_activity, **kwargs)
-
-
-def test_bad_matrices_raise_clear_errors(small):
-    g, a, ga = small.rna, small.atac, small.gene_activity
-    with pytest.raises(ValueError, match="gene_activity must be genes"):
-        fastjmt.fit(g, a, ga.T, n_shared=5)
-    with pytest.raises(ValueError, match="gene_activity must be genes"):
-        fastjmt.fit(g[:, :50], a, ga, n_shared=5)
-    bad = g.copy().astype(np.float64)
-    bad.data[0] = np.nan
-    with pytest.raises(ValueError, match="rna contains NaN"):
-        fastjmt.fit(bad, a, ga, n_shared=5)
-    neg = a.copy()
-    neg.data[0] = -1
-    with pytest.raises(ValueError, match="atac has negative"):
-        fastjmt.fit(g, neg, ga, n_shared=5)
-    with pytest.raises(ValueError, match="empty"):
-        fastjmt.fit(sp.csr_matrix((0, g.shape[1])), a, ga, n_shared=5)
-    with pytest.raises(TypeError, match="real numbers"):
-        fastjmt.fit(np.array([["a", "b"]]), a, ga, n_shared=5)
-    with pytest.raises(TypeError, match="rna is required"):
-        fastjmt.fit(None, a, ga, n_shared=5)
-
-
 def test_all_zero_rows_and_columns_are_fine(small):
     rna = small.rna.tolil()
     rna[3, :] = 0
