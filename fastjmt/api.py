@@ -6,8 +6,13 @@ it validates, converts, preprocesses and hands raw arrays to the driver.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import numbers
+import os
+import signal
+import threading
 import sys
 import time
 import warnings
@@ -19,7 +24,7 @@ import scipy.sparse as sp
 
 from . import preprocess as pp
 from ._threads import fit_threads, resolve_n_threads
-from .driver import RunOutcome, Schedule, run_once
+from .driver import Schedule, fit_restarts
 from . import kernels as kn
 from .objective import TERMS, Modality, Problem, work_chunks
 from .validation import check_count, check_fraction, check_layout, check_matrix, check_positive, check_shapes
@@ -72,6 +77,8 @@ class JMTResult:
         Wall time of the whole fit, restarts included.
     restart_losses : ndarray
         Final loss of every restart.
+    interrupted : bool
+        True when Ctrl-C stopped the fit early (the result is the state after the last whole epoch).
     """
 
     C_rna: np.ndarray
@@ -93,6 +100,7 @@ class JMTResult:
     n_atac_only: int
     fit_seconds: float
     restart_losses: np.ndarray
+    interrupted: bool = False
     loss_terms: tuple = field(default=TERMS + ("total",))
 
     @property
@@ -153,8 +161,7 @@ def _restart_seeds(random_state, n_init: int) -> list:
 
 
 def _modality(X: sp.csr_matrix, weight: float, masked_cols) -> Modality:
-    Xt = X.T.tocsr()
-    Xt.sort_indices()
+    Xt = _transpose(X)
     X_arr, Xt_arr = (X.indptr, X.indices, X.data), (Xt.indptr, Xt.indices, Xt.data)
     row_sums, row_sq = _row_sums(X_arr, X.shape[0], X.shape[1])
     col_sums, _ = _row_sums(Xt_arr, X.shape[1], X.shape[0])
@@ -162,11 +169,45 @@ def _modality(X: sp.csr_matrix, weight: float, masked_cols) -> Modality:
                     np.asarray(masked_cols, dtype=np.int64))
 
 
+def _transpose(X: sp.csr_matrix) -> sp.csr_matrix:
+    """The CSR of ``Xᵀ``, sorted, with the same index dtype as ``X`` (scipy may narrow int64 to int32)."""
+    Xt = X.T.tocsr()
+    Xt.sort_indices()
+    if Xt.indptr.dtype != X.indptr.dtype:
+        Xt.indptr = Xt.indptr.astype(X.indptr.dtype)
+        Xt.indices = Xt.indices.astype(X.indptr.dtype)
+    return Xt
+
+
 def _row_sums(csr: tuple, n: int, p: int):
     """Row sums and row sums of squares in float64 (no float64 copy of the data)."""
     sums, sq = np.empty(n), np.empty(n)
     kn.masked_row_sums(*csr, np.arange(n, dtype=np.int64), np.ones(p, np.uint8), sums, sq, work_chunks())
     return sums, sq
+
+
+@contextlib.contextmanager
+def _ctrl_c_finishes_epoch():
+    """While the body runs, the first SIGINT sets an event (the fit stops after the epoch); a second one raises.
+
+    Only in the main thread, where Python delivers signals; elsewhere the event is never set.
+    """
+    event = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield event
+        return
+
+    def handler(signum, frame):
+        if event.is_set():
+            raise KeyboardInterrupt
+        event.set()
+        logger.warning("interrupt received: finishing the current epoch (Ctrl-C again to stop at once)")
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield event
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def build_problem(G: sp.csr_matrix, R: sp.csr_matrix, A: sp.csr_matrix, n_shared: int, n_rna_only: int,
@@ -180,8 +221,7 @@ def build_problem(G: sp.csr_matrix, R: sp.csr_matrix, A: sp.csr_matrix, n_shared
     cols = np.arange(K)
     rna_only_cols = cols[n_shared:n_shared + n_rna_only]
     atac_only_cols = cols[n_shared + n_rna_only:]
-    At = A.T.tocsr()
-    At.sort_indices()
+    At = _transpose(A)
     return Problem(
         atac=_modality(R, weights["a1"], rna_only_cols),
         rna=_modality(G, weights["a2"], atac_only_cols),
@@ -231,6 +271,9 @@ def fit(
     preprocess: bool = True,
     verbose: int = 0,
     callback: Optional[Callable[[int, dict, dict], Any]] = None,
+    checkpoint: Union[None, str, os.PathLike] = None,
+    checkpoint_every: int = 10,
+    resume: Union[None, str, os.PathLike] = None,
 ) -> JMTResult:
     """Fit scJMT to unpaired scRNA-seq and scATAC-seq data.
 
@@ -292,6 +335,20 @@ def fit(
         (a stderr handler is attached for the fit if the logger has none).
     callback : callable, optional
         ``callback(iteration, terms, params)`` after every epoch; return True to stop.
+    checkpoint : path, optional
+        Write the fit's state here every ``checkpoint_every`` epochs, after every
+        restart and on Ctrl-C (atomically: a temporary file renamed over the old one).
+    checkpoint_every : int
+        Epochs between checkpoints (0: only after restarts and on Ctrl-C).
+    resume : path, optional
+        Go on from this checkpoint. With the same inputs and options (checked),
+        the result equals that of an uninterrupted fit.
+
+    Notes
+    -----
+    Ctrl-C (SIGINT, when ``fit`` runs in the main thread) finishes the current
+    epoch, writes the checkpoint if one is set, and returns the state so far with
+    ``result.interrupted = True``; a second Ctrl-C stops at once.
 
     Returns
     -------
@@ -332,6 +389,14 @@ def fit(
     if callback is not None and not callable(callback):
         raise TypeError("callback must be callable")
     threads = resolve_n_threads(n_threads)
+    checkpoint_every = check_count(checkpoint_every, "checkpoint_every", 0)
+    for value, name in ((checkpoint, "checkpoint"), (resume, "resume")):
+        if value is not None and not isinstance(value, (str, os.PathLike)):
+            raise TypeError(f"{name} must be a path, got {value!r}")
+    if resume is not None and not os.path.isfile(resume):
+        raise FileNotFoundError(f"resume: no checkpoint at {os.fspath(resume)!r}")
+    if checkpoint is not None and not os.path.isdir(os.path.dirname(os.path.abspath(checkpoint))):
+        raise FileNotFoundError(f"checkpoint: the folder of {os.fspath(checkpoint)!r} does not exist")
     _restart_seeds(random_state, 1)  # validates random_state before any work
 
     shapes = [check_matrix(X, name, allow_negative=not preprocess and name != "gene_activity")
@@ -351,7 +416,28 @@ def fit(
         batch_cells=batch_cells, batch_features=batch_features, init=init, init_scale=init_scale,
         verbose=int(verbose), callback=callback,
     )
-    seeds = _restart_seeds(random_state, n_init)
+    if resume is not None and random_state is None:  # the seeds were drawn fresh: take them from the checkpoint
+        from .checkpoint import read_meta
+
+        seeds = list(read_meta(resume).get("fingerprint", {}).get("seeds", []))
+        if len(seeds) != n_init:
+            seeds = _restart_seeds(random_state, n_init)
+    else:
+        seeds = _restart_seeds(random_state, n_init)
+
+    fingerprint = json.loads(json.dumps({
+        "shapes": [list(M.shape) for M in (G, R, A)],
+        "nnz": [int(M.nnz) for M in (G, R, A)],
+        "sums": [problem.rna.sq_norm, problem.atac.sq_norm, float(problem.rna.row_sums.sum()),
+                 float(problem.atac.row_sums.sum())],
+        "layout": [n_shared, n_rna_only, n_atac_only],
+        "dtype": dtype.name,
+        "weights": weights,
+        "optimizer": [optimizer, learning_rate, batch_cells, batch_features],
+        "init": [init, init_scale],
+        "preprocess": bool(preprocess),
+        "seeds": seeds,
+    }))
 
     handler = None
     if verbose and not any(not isinstance(h, logging.NullHandler) for h in logger.handlers):
@@ -361,24 +447,20 @@ def fit(
         prev_level = logger.level
         logger.setLevel(logging.INFO)
     try:
-        best: Optional[RunOutcome] = None
-        losses = []
-        with fit_threads(threads):
-            for r, seed in enumerate(seeds):
-                out = run_once(problem, sched, n_shared, n_rna_only, n_atac_only, seed)
-                losses.append(out.history[-1, -1])
-                if verbose:
-                    logger.info("restart %d/%d (seed %d): loss %.6g after %d epochs, %.2fs", r + 1, n_init, seed,
-                                losses[-1], out.n_iter, out.seconds)
-                if best is None or losses[-1] < best.history[-1, -1]:
-                    best = out
-                if out.stopped_by_callback:
-                    break
+        with fit_threads(threads), _ctrl_c_finishes_epoch() as interrupted:
+            outcome = fit_restarts(problem, sched, (n_shared, n_rna_only, n_atac_only), seeds, fingerprint,
+                                   checkpoint=checkpoint, checkpoint_every=checkpoint_every, resume=resume,
+                                   should_stop=interrupted.is_set)
     finally:
         if handler is not None:
             logger.removeHandler(handler)
             logger.setLevel(prev_level)
-    if not best.converged and not best.stopped_by_callback:
+    best, losses = outcome.best, outcome.losses
+    if outcome.interrupted:
+        where = f"; the state is saved in {checkpoint!r}, resume with resume=" if checkpoint else ""
+        warnings.warn(f"fastjmt.fit was interrupted (Ctrl-C) after epoch {best.n_iter} and returns the best state so "
+                      f"far{where}", UserWarning, stacklevel=2)
+    if not best.converged and not best.stopped_by_callback and not outcome.interrupted:
         warnings.warn(
             f"fastjmt.fit stopped at max_iter={max_iter} before the relative loss change stayed below "
             f"tol={tol} for {patience} epochs; raise max_iter or tol", ConvergenceWarning, stacklevel=2,
@@ -390,4 +472,5 @@ def fit(
         b_genes=p["rna"].c, b_regions=p["atac"].c, loss_history=best.history, n_iter=best.n_iter,
         converged=best.converged, seed=best.seed, n_shared=n_shared, n_rna_only=n_rna_only,
         n_atac_only=n_atac_only, fit_seconds=time.perf_counter() - t_start, restart_losses=np.asarray(losses),
+        interrupted=outcome.interrupted,
     )

@@ -285,34 +285,152 @@ def _log_progress(it, terms, dt):
     )
 
 
-def run_once(problem: Problem, sched: Schedule, n_shared: int, n_rna_only: int, n_atac_only: int,
-             seed: int) -> RunOutcome:
-    """One restart: initialise from ``seed`` and iterate until convergence or ``max_iter``."""
+@dataclass
+class RunState:
+    """Everything one restart needs to go on from where it is (what a checkpoint stores)."""
+
+    seed: int
+    params: dict
+    stepper: "_Stepper"
+    rng: np.random.Generator
+    history: list
+    it: int = 0
+    calm: int = 0
+    prev: float = float("nan")
+    converged: bool = False
+    stopped: bool = False
+    interrupted: bool = False
+    seconds: float = 0.0
+
+    @property
+    def finished(self) -> bool:
+        return self.converged or self.stopped or self.interrupted
+
+    def outcome(self) -> RunOutcome:
+        return RunOutcome(self.params, np.asarray(self.history), self.it, self.converged, self.seed, self.stopped,
+                          self.seconds)
+
+
+def start_run(problem: Problem, sched: Schedule, n_shared: int, n_rna_only: int, n_atac_only: int,
+              seed: int) -> RunState:
+    """A restart's starting point: initialised factors, fresh optimiser state, the loss at epoch 0."""
     t0 = time.perf_counter()
     rng = np.random.default_rng(seed)
     params = initialize(problem, n_shared, n_rna_only, n_atac_only, sched.init, rng, sched.init_scale)
-    step = _Stepper(sched, params)
-    init_terms, _ = evaluate(problem, params, with_grad=False)
-    history = [[init_terms[t] for t in TERMS] + [init_terms["total"]]]
-    prev = init_terms["total"]
-    calm = 0
-    converged = stopped = False
-    it = 0
-    for it in range(1, sched.max_iter + 1):
+    terms, _ = evaluate(problem, params, with_grad=False)
+    state = RunState(seed, params, _Stepper(sched, params), rng, [[terms[t] for t in TERMS] + [terms["total"]]],
+                     prev=terms["total"])
+    state.seconds = time.perf_counter() - t0
+    return state
+
+
+def advance(problem: Problem, sched: Schedule, state: RunState, should_stop=None, on_epoch=None) -> RunState:
+    """Run epochs from ``state.it + 1`` until convergence, ``max_iter``, the callback or ``should_stop()``.
+
+    ``on_epoch(state)`` runs after every completed epoch (the checkpoint hook);
+    ``should_stop()`` is asked after every epoch (the Ctrl-C hook), so the state
+    is always that of a whole epoch.
+    """
+    t0 = time.perf_counter()
+    while not state.finished and state.it < sched.max_iter:
+        it = state.it + 1
         te = time.perf_counter()
-        terms = _epoch(problem, params, sched, step, rng, it)
+        terms = _epoch(problem, state.params, sched, state.stepper, state.rng, it)
         if not np.isfinite(terms["total"]):
             raise NonFiniteError(f"the loss became non-finite at iteration {it}")
-        history.append([terms[t] for t in TERMS] + [terms["total"]])
+        state.it = it
+        state.history.append([terms[t] for t in TERMS] + [terms["total"]])
         if sched.verbose and (it % sched.log_every == 0 or it == 1):
             _log_progress(it, terms, time.perf_counter() - te)
-        rel = abs(prev - terms["total"]) / max(abs(terms["total"]), 1e-12)
-        prev = terms["total"]
-        calm = calm + 1 if rel < sched.tol else 0
-        if sched.callback is not None and sched.callback(it, dict(terms), params):
-            stopped = True
+        rel = abs(state.prev - terms["total"]) / max(abs(terms["total"]), 1e-12)
+        state.prev = terms["total"]
+        state.calm = state.calm + 1 if rel < sched.tol else 0
+        if sched.callback is not None and sched.callback(it, dict(terms), state.params):
+            state.stopped = True
+        elif state.calm >= sched.patience:
+            state.converged = True
+        if should_stop is not None and should_stop() and not state.finished:
+            state.interrupted = True
+        if on_epoch is not None:
+            on_epoch(state)
+    state.seconds += time.perf_counter() - t0
+    return state
+
+
+def run_once(problem: Problem, sched: Schedule, n_shared: int, n_rna_only: int, n_atac_only: int,
+             seed: int) -> RunOutcome:
+    """One restart: initialise from ``seed`` and iterate until convergence or ``max_iter``."""
+    state = start_run(problem, sched, n_shared, n_rna_only, n_atac_only, seed)
+    return advance(problem, sched, state).outcome()
+
+
+@dataclass
+class FitOutcome:
+    """All restarts of a fit: the kept one, every restart's final loss, and whether Ctrl-C cut it short."""
+
+    best: RunOutcome
+    losses: list
+    interrupted: bool
+
+
+def fit_restarts(problem: Problem, sched: Schedule, layout: tuple, seeds: list, fingerprint: dict,
+                 checkpoint=None, checkpoint_every: int = 0, resume=None, should_stop=None) -> FitOutcome:
+    """Run (or resume) the restarts, keep the lowest final loss, and write checkpoints on the way.
+
+    A checkpoint is written every ``checkpoint_every`` epochs, after every
+    restart, and when ``should_stop()`` turns true (Ctrl-C); ``resume`` reads one
+    back and goes on as if the fit had never stopped.
+    """
+    from . import checkpoint as ckpt
+
+    losses, best, cur, r0 = [], None, None, 0
+    if resume is not None:
+        meta, arrays = ckpt.load(resume)
+        ckpt.check_fingerprint(meta, fingerprint, resume)
+        r0, losses = int(meta["restart"]), list(meta["losses"])
+        best = ckpt.unpack_run(meta["best"], arrays, "best", sched) if meta["best"] is not None else None
+        if meta["current"] is not None:
+            cur = ckpt.unpack_run(meta["current"], arrays, "current", sched)
+            cur.interrupted = False
+        logger.info("resuming from %s: restart %d, epoch %d", resume, r0 + 1, cur.it if cur else 0)
+
+    def write(restart, current):
+        if checkpoint is None:
+            return
+        arrays = {}
+        meta = {
+            "fingerprint": fingerprint,
+            "restart": restart,
+            "losses": [float(x) for x in losses],
+            "current": ckpt.pack_run(current, "current", arrays) if current is not None else None,
+            "best": ckpt.pack_run(best, "best", arrays) if best is not None else None,
+        }
+        ckpt.save(checkpoint, meta, arrays)
+
+    interrupted = False
+    for r in range(r0, len(seeds)):
+        if cur is None:
+            cur = start_run(problem, sched, *layout, seeds[r])
+
+        def on_epoch(state, r=r):
+            if checkpoint_every and state.it % checkpoint_every == 0 and not state.interrupted:
+                write(r, state)
+
+        advance(problem, sched, cur, should_stop, on_epoch)
+        if cur.interrupted:
+            write(r, cur)  # resumable: this restart goes on from here
+            interrupted = True
+        final = cur.history[-1][-1]
+        losses.append(final)
+        if sched.verbose:
+            logger.info("restart %d/%d (seed %d): loss %.6g after %d epochs, %.2fs%s", r + 1, len(seeds), cur.seed,
+                        final, cur.it, cur.seconds, " (interrupted)" if cur.interrupted else "")
+        if best is None or final < best.history[-1][-1]:
+            best = cur
+        if interrupted or cur.stopped:
             break
-        if calm >= sched.patience:
-            converged = True
-            break
-    return RunOutcome(params, np.asarray(history), it, converged, seed, stopped, time.perf_counter() - t0)
+        cur = None
+        write(r + 1, None)
+    if best is None:  # resumed from the checkpoint of a finished fit
+        raise ckpt.CheckpointError(f"checkpoint {resume!r} holds no finished restart")
+    return FitOutcome(best.outcome(), losses, interrupted)

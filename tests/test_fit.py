@@ -203,3 +203,35 @@ def test_preprocess_off_uses_data_as_given(small):
     a = _fit(small, max_iter=5, dtype=np.float64)
     b = _fit(small.__class__(G, R, A, None, None, 5, 0, 0), max_iter=5, dtype=np.float64, preprocess=False)
     np.testing.assert_allclose(a.C_rna, b.C_rna, rtol=1e-9, atol=1e-12)
+
+
+def test_blas_limit_is_restored_after_fit(small):
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    def blas_threads():
+        return [m["num_threads"] for m in threadpool_info() if m["user_api"] == "blas"]
+
+    with threadpool_limits(limits=2, user_api="blas"):
+        before = blas_threads()
+        assert before, "no BLAS library found to check"
+        seen = []
+        _fit(small, max_iter=3, callback=lambda *a: seen.append(blas_threads()))
+        assert all(t == 1 for s in seen for t in s)
+        assert blas_threads() == before
+
+
+@pytest.mark.filterwarnings("ignore::fastjmt.api.ConvergenceWarning")
+def test_concurrent_fits_from_python_threads_match_sequential(small):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from threadpoolctl import threadpool_info
+
+    blas_before = [m["num_threads"] for m in threadpool_info() if m["user_api"] == "blas"]
+    seeds = [0, 1, 2]
+    sequential = [_fit(small, random_state=s, max_iter=6) for s in seeds]
+    with ThreadPoolExecutor(3) as ex:
+        parallel = list(ex.map(lambda s: _fit(small, random_state=s, max_iter=6), seeds))
+    for a, b in zip(sequential, parallel):
+        np.testing.assert_array_equal(a.C_rna, b.C_rna)
+        np.testing.assert_array_equal(a.loss_history, b.loss_history)
+    assert [m["num_threads"] for m in threadpool_info() if m["user_api"] == "blas"] == blas_before
