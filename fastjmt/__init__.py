@@ -8,7 +8,7 @@
 
 import logging as _logging
 
-from .api import DEFAULT_WEIGHTS, ConvergenceWarning, JMTResult, fit
+from .api import DEFAULT_WEIGHTS, ConvergenceWarning, JMTResult, fit, load_result
 from .driver import NonFiniteError
 from .metrics import adjusted_rand_index, normalized_mutual_info, pooled_scores
 from .simulate import SimulatedData, simulate
@@ -25,6 +25,7 @@ __all__ = [
     "SimulatedData",
     "adjusted_rand_index",
     "fit",
+    "load_result",
     "normalized_mutual_info",
     "pooled_scores",
     "simulate",

@@ -31,7 +31,7 @@ from .validation import check_count, check_fraction, check_layout, check_matrix,
 
 logger = logging.getLogger("fastjmt")
 
-__all__ = ["fit", "JMTResult", "ConvergenceWarning", "DEFAULT_WEIGHTS"]
+__all__ = ["fit", "JMTResult", "ConvergenceWarning", "DEFAULT_WEIGHTS", "load_result"]
 
 #: Default term weights a1…a5 (see docs/model.md for how they were chosen).
 DEFAULT_WEIGHTS = {"a1": 1000.0, "a2": 1000.0, "a3": 1.0, "a4": 1.0, "a5": 100.0, "a6": 10.0}
@@ -128,12 +128,38 @@ class JMTResult:
     def K(self) -> int:
         return self.C_rna.shape[1]
 
+    def save(self, path) -> None:
+        """Write the result to an ``.npz`` file (arrays + a JSON header; read back without pickle).
+
+        See :func:`fastjmt.load_result`.
+        """
+        arrays, meta = {}, {}
+        for k in self.__dataclass_fields__:
+            v = getattr(self, k)
+            if isinstance(v, np.ndarray):
+                arrays[k] = v
+            else:
+                meta[k] = list(v) if isinstance(v, tuple) else v
+        meta = {k: (bool(v) if isinstance(v, (bool, np.bool_)) else v) for k, v in meta.items()}
+        np.savez_compressed(path, _meta=np.array(json.dumps(dict(meta, format="fastjmt-result-1"))), **arrays)
+
     def to_dict(self) -> dict:
         """Every array and scalar of the result in a plain dict (for ``np.savez`` or AnnData ``.uns``)."""
         out = {k: getattr(self, k) for k in self.__dataclass_fields__}
         out.update(labels_rna=self.labels_rna, labels_atac=self.labels_atac,
                    labels_genes=self.labels_genes, labels_regions=self.labels_regions)
         return out
+
+
+def load_result(path) -> JMTResult:
+    """Read a result written by :meth:`JMTResult.save` (no pickle involved)."""
+    with np.load(path, allow_pickle=False) as z:
+        meta = json.loads(str(z["_meta"]))
+        arrays = {k: z[k] for k in z.files if k != "_meta"}
+    if meta.pop("format", None) != "fastjmt-result-1":
+        raise ValueError(f"{path!r} is not a fastjmt result file")
+    meta["loss_terms"] = tuple(meta["loss_terms"])
+    return JMTResult(**arrays, **meta)
 
 
 # --------------------------------------------------------------------------- validation
@@ -331,8 +357,9 @@ def fit(
         scaled to max 1, ATAC binarised, gene activity rows summing to 1). Set to
         False when the inputs are already prepared.
     verbose : int
-        0 silent; 1 logs progress every 10 epochs through the ``fastjmt`` logger
-        (a stderr handler is attached for the fit if the logger has none).
+        0 silent; 1 reports progress every 10 epochs, 2 every epoch, through the
+        ``fastjmt`` logger (a stderr handler is attached for the fit if the logger
+        has none); on a terminal with tqdm installed, a progress bar instead.
     callback : callable, optional
         ``callback(iteration, terms, params)`` after every epoch; return True to stop.
     checkpoint : path, optional

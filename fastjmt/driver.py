@@ -49,6 +49,7 @@ from .objective import (
     work_chunks,
 )
 from .initialize import initialize
+from .progress import Progress
 
 logger = logging.getLogger("fastjmt")
 
@@ -276,15 +277,6 @@ def _epoch(problem: Problem, params: dict, sched: Schedule, step: _Stepper, rng,
     return terms
 
 
-def _log_progress(it, terms, dt):
-    logger.info(
-        "iter %4d  loss %.6g  (recon_atac %.4g, recon_rna %.4g, cos_S %.4f, cos_features %.4f, mask %.3g, "
-        "entropy %.3g)  %.3fs/epoch",
-        it, terms["total"], terms["recon_atac"], terms["recon_rna"], terms["cos_S"], terms["cos_features"],
-        terms["mask"], terms["entropy"], dt,
-    )
-
-
 @dataclass
 class RunState:
     """Everything one restart needs to go on from where it is (what a checkpoint stores)."""
@@ -332,6 +324,16 @@ def advance(problem: Problem, sched: Schedule, state: RunState, should_stop=None
     is always that of a whole epoch.
     """
     t0 = time.perf_counter()
+    progress = Progress(sched.verbose, sched.max_iter, sched.log_every, start=state.it)
+    try:
+        _advance(problem, sched, state, should_stop, on_epoch, progress)
+    finally:
+        progress.close()
+    state.seconds += time.perf_counter() - t0
+    return state
+
+
+def _advance(problem, sched, state, should_stop, on_epoch, progress):
     while not state.finished and state.it < sched.max_iter:
         it = state.it + 1
         te = time.perf_counter()
@@ -340,8 +342,7 @@ def advance(problem: Problem, sched: Schedule, state: RunState, should_stop=None
             raise NonFiniteError(f"the loss became non-finite at iteration {it}")
         state.it = it
         state.history.append([terms[t] for t in TERMS] + [terms["total"]])
-        if sched.verbose and (it % sched.log_every == 0 or it == 1):
-            _log_progress(it, terms, time.perf_counter() - te)
+        progress.update(it, terms, time.perf_counter() - te)
         rel = abs(state.prev - terms["total"]) / max(abs(terms["total"]), 1e-12)
         state.prev = terms["total"]
         state.calm = state.calm + 1 if rel < sched.tol else 0
@@ -353,8 +354,6 @@ def advance(problem: Problem, sched: Schedule, state: RunState, should_stop=None
             state.interrupted = True
         if on_epoch is not None:
             on_epoch(state)
-    state.seconds += time.perf_counter() - t0
-    return state
 
 
 def run_once(problem: Problem, sched: Schedule, n_shared: int, n_rna_only: int, n_atac_only: int,

@@ -89,3 +89,62 @@ def preprocess_atac(R: sp.csr_matrix, copy: bool = True) -> sp.csr_matrix:
 def preprocess_gene_activity(A: sp.csr_matrix, copy: bool = True) -> sp.csr_matrix:
     """Gene activity default: each gene's row scaled to sum to 1."""
     return normalize_rows(A, copy=copy)
+
+
+def tfidf(R: sp.csr_matrix, copy: bool = True) -> sp.csr_matrix:
+    """TF-IDF of ATAC counts (as Signac's default): ``(x / cell total) · log(1 + n_cells / region total)``.
+
+    All-zero cells and regions stay zero.
+    """
+    R = R.copy() if copy else R
+    n = R.shape[0]
+    col = np.bincount(R.indices, weights=R.data, minlength=R.shape[1])
+    idf = np.log1p(n / np.maximum(col, 1e-12))
+    R = normalize_rows(R, copy=False)
+    R.data *= idf[R.indices].astype(R.dtype)
+    return R
+
+
+def _column_mean_var(X: sp.csr_matrix):
+    n = X.shape[0]
+    s = np.bincount(X.indices, weights=X.data, minlength=X.shape[1])
+    s2 = np.bincount(X.indices, weights=np.square(X.data, dtype=np.float64), minlength=X.shape[1])
+    mean = s / n
+    var = np.maximum(s2 / n - mean**2, 0.0) * (n / max(n - 1, 1))
+    return mean, var
+
+
+def select_variable_genes(G: sp.csr_matrix, n_top: int = 2000) -> np.ndarray:
+    """Indices (sorted) of the ``n_top`` genes with the highest dispersion of log-normalised expression.
+
+    Dispersion is variance / mean of ``log1p`` of library-size-normalised counts,
+    z-scored within up to 20 bins of mean expression (at least ~50 genes per bin; Seurat v1 /
+    scanpy ``flavor="seurat"``).
+    Genes expressed in no cell are never selected.
+    """
+    X = normalize_log1p(sp.csr_matrix(G, dtype=np.float64))
+    mean, var = _column_mean_var(X)
+    expressed = mean > 0
+    disp = np.zeros_like(mean)
+    disp[expressed] = np.log(np.maximum(var[expressed], 1e-12) / mean[expressed])
+    z = np.full_like(mean, -np.inf)
+    if expressed.any():
+        n_bins = int(np.clip(expressed.sum() // 50, 1, 20))  # at least ~50 genes per bin
+        edges = np.quantile(mean[expressed], np.linspace(0, 1, n_bins + 1))
+        bins = np.clip(np.searchsorted(edges, mean, side="right") - 1, 0, n_bins - 1)
+        for b in np.unique(bins[expressed]):
+            sel = expressed & (bins == b)
+            d = disp[sel]
+            sd = d.std()
+            z[sel] = (d - d.mean()) / sd if sd > 0 else 0.0
+    n_top = min(int(n_top), int(expressed.sum()))
+    return np.sort(np.argsort(-z, kind="stable")[:n_top])
+
+
+def select_accessible_regions(R: sp.csr_matrix, min_cells: int = 1, n_top: int | None = None) -> np.ndarray:
+    """Indices (sorted) of regions open in at least ``min_cells`` cells, optionally only the ``n_top`` most open."""
+    counts = np.bincount(R.indices, minlength=R.shape[1])
+    keep = np.flatnonzero(counts >= min_cells)
+    if n_top is not None and keep.size > n_top:
+        keep = keep[np.argsort(-counts[keep], kind="stable")[:n_top]]
+    return np.sort(keep)

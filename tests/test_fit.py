@@ -235,3 +235,33 @@ def test_concurrent_fits_from_python_threads_match_sequential(small):
         np.testing.assert_array_equal(a.C_rna, b.C_rna)
         np.testing.assert_array_equal(a.loss_history, b.loss_history)
     assert [m["num_threads"] for m in threadpool_info() if m["user_api"] == "blas"] == blas_before
+
+
+def test_save_and_load_round_trip(small, tmp_path):
+    r = _fit(small, max_iter=4)
+    path = tmp_path / "res.npz"
+    r.save(path)
+    back = fastjmt.load_result(path)
+    for k in r.__dataclass_fields__:
+        a, b = getattr(r, k), getattr(back, k)
+        if isinstance(a, np.ndarray):
+            np.testing.assert_array_equal(a, b)
+            assert a.dtype == b.dtype
+        else:
+            assert a == b, k
+    np.testing.assert_array_equal(back.labels_rna, r.labels_rna)
+    with np.load(path, allow_pickle=False) as z:  # readable without pickle
+        assert "C_rna" in z.files
+
+
+def test_verbose_two_logs_every_epoch_and_bar_is_optional(small, caplog):
+    from fastjmt.progress import Progress
+
+    with caplog.at_level(logging.INFO, logger="fastjmt"):
+        _fit(small, verbose=2, max_iter=3)
+    assert all(f"iter    {i}" in caplog.text for i in (1, 2, 3))
+    pytest.importorskip("tqdm")
+    bar = Progress(1, 5, bar=True)
+    bar.update(1, {"total": 1.0}, 0.1)
+    assert bar.bar.n == 1
+    bar.close()

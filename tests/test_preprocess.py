@@ -38,3 +38,33 @@ def test_in_place_when_asked():
     X = _m()
     Y = pp.binarize(X, copy=False)
     assert Y is X and X.data.max() == 1
+
+
+def test_tfidf_matches_dense_formula():
+    X = sp.csr_matrix(np.array([[1, 0, 2], [0, 0, 0], [1, 1, 0]], dtype=np.float64))
+    T = pp.tfidf(X).toarray()
+    D = X.toarray()
+    tf = D / np.maximum(D.sum(1, keepdims=True), 1e-300)
+    idf = np.log1p(3 / D.sum(0))
+    np.testing.assert_allclose(T, tf * idf)
+    assert X[0, 2] == 2  # untouched
+
+
+def test_select_variable_genes_prefers_variable_ones():
+    rng = np.random.default_rng(0)
+    n = 400
+    base = rng.poisson(5, size=(n, 30)).astype(float)
+    groups = rng.integers(0, 2, n)
+    base[:, 3] = np.where(groups == 1, rng.poisson(40, n), rng.poisson(1, n))  # a marker gene
+    base[:, 7] = np.where(groups == 1, rng.poisson(1, n), rng.poisson(30, n))
+    base[:, 12] = 0  # never expressed
+    idx = pp.select_variable_genes(sp.csr_matrix(base), n_top=2)
+    assert set(idx.tolist()) == {3, 7}
+    assert 12 not in pp.select_variable_genes(sp.csr_matrix(base), n_top=100)
+
+
+def test_select_accessible_regions():
+    R = sp.csr_matrix(np.array([[1, 0, 1, 0], [1, 0, 1, 1], [1, 0, 0, 0]]))
+    assert pp.select_accessible_regions(R, min_cells=2).tolist() == [0, 2]
+    assert pp.select_accessible_regions(R, min_cells=1, n_top=2).tolist() == [0, 2]
+    assert pp.select_accessible_regions(R).tolist() == [0, 2, 3]
