@@ -26,7 +26,7 @@ from . import preprocess as pp
 from ._threads import fit_threads, resolve_n_threads
 from .driver import Schedule, fit_restarts
 from . import kernels as kn
-from .objective import TERMS, Modality, Problem, work_chunks
+from .objective import TERMS, Modality, Problem, spmm, work_chunks
 from .validation import check_count, check_fraction, check_layout, check_matrix, check_positive, check_shapes
 
 logger = logging.getLogger("fastjmt")
@@ -77,6 +77,11 @@ class JMTResult:
         Wall time of the whole fit, restarts included.
     restart_losses : ndarray
         Final loss of every restart.
+    programs_rna, programs_atac : ndarray, shape (n_cells, K)
+        Feature-program activity of each cell: the share of its preprocessed
+        signal that falls in each feature cluster, ``(X C_features) / (X 1)``. A
+        continuous profile on the same K programs in both modalities (used for the
+        2-D embedding plot).
     interrupted : bool
         True when Ctrl-C stopped the fit early (the result is the state after the last whole epoch).
     """
@@ -100,6 +105,8 @@ class JMTResult:
     n_atac_only: int
     fit_seconds: float
     restart_losses: np.ndarray
+    programs_rna: np.ndarray
+    programs_atac: np.ndarray
     interrupted: bool = False
     loss_terms: tuple = field(default=TERMS + ("total",))
 
@@ -493,11 +500,18 @@ def fit(
             f"tol={tol} for {patience} epochs; raise max_iter or tol", ConvergenceWarning, stacklevel=2,
         )
     p = best.params
+    programs = {m: program_activity(problem.modality(m), p[m].Cf) for m in ("rna", "atac")}
     return JMTResult(
         C_rna=p["rna"].C, C_atac=p["atac"].C, C_genes=p["rna"].Cf, C_regions=p["atac"].Cf,
         S_rna=p["rna"].S, S_atac=p["atac"].S, b_rna=p["rna"].b, b_atac=p["atac"].b,
         b_genes=p["rna"].c, b_regions=p["atac"].c, loss_history=best.history, n_iter=best.n_iter,
         converged=best.converged, seed=best.seed, n_shared=n_shared, n_rna_only=n_rna_only,
         n_atac_only=n_atac_only, fit_seconds=time.perf_counter() - t_start, restart_losses=np.asarray(losses),
-        interrupted=outcome.interrupted,
+        interrupted=outcome.interrupted, programs_rna=programs["rna"], programs_atac=programs["atac"],
     )
+
+
+def program_activity(mod: Modality, V: np.ndarray) -> np.ndarray:
+    """``(X V) / (X 1)`` per cell: the share of a cell's (preprocessed) signal in each feature cluster."""
+    XV = spmm(mod.X, np.arange(mod.n, dtype=np.int64), np.ones(mod.p, np.uint8), V)
+    return (XV / np.maximum(mod.row_sums, 1e-300)[:, None]).astype(V.dtype)

@@ -1,0 +1,58 @@
+"""Figures (skipped without matplotlib): each one draws what it says and saves."""
+
+import warnings
+
+import numpy as np
+import pytest
+
+matplotlib = pytest.importorskip("matplotlib")
+matplotlib.use("Agg")
+
+import fastjmt  # noqa: E402
+from fastjmt import plot  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    d = fastjmt.simulate(n_rna=300, n_atac=300, n_genes=150, n_regions=300, n_shared=2, n_rna_only=1,
+                         random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", fastjmt.ConvergenceWarning)
+        return d, fastjmt.fit(d.rna, d.atac, d.gene_activity, n_shared=2, n_rna_only=1, max_iter=30)
+
+
+def test_loss_figure(fitted, tmp_path):
+    _, r = fitted
+    fig = plot.plot_loss(r)
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles[:7] == ["total", "recon_atac", "recon_rna", "cos_S", "cos_features", "mask", "entropy"]
+    np.testing.assert_allclose(fig.axes[0].lines[0].get_ydata(), r.loss_history[:, -1])
+    fig.savefig(tmp_path / "loss.png")
+    assert (tmp_path / "loss.png").stat().st_size > 1000
+
+
+def test_association_figure(fitted):
+    _, r = fitted
+    fig = plot.plot_association(r)
+    ims = [ax.images[0] for ax in fig.axes if ax.images]
+    np.testing.assert_array_equal(ims[0].get_array(), r.S_rna)
+    np.testing.assert_array_equal(ims[1].get_array(), r.S_atac)
+
+
+def test_composition_figure_counts_cells(fitted):
+    d, r = fitted
+    fig = plot.plot_composition(r, d.rna_labels, d.atac_labels)
+    heights = np.zeros(r.K)
+    for patch in fig.axes[0].patches:
+        heights[int(round(patch.get_x() + patch.get_width() / 2))] += patch.get_height()
+    np.testing.assert_array_equal(heights, np.bincount(r.labels_rna, minlength=r.K))
+    plot.plot_composition(r)  # without labels
+
+
+def test_embedding_figure(fitted):
+    d, r = fitted
+    E = plot.embed_2d(r, method="pca")
+    assert E.shape == (600, 2) and np.all(np.isfinite(E))
+    fig = plot.plot_embedding(r, d.rna_labels, d.atac_labels, method="pca")
+    assert [ax.get_title() for ax in fig.axes] == ["by modality", "by cluster", "by label"]
+    assert sum(len(c.get_offsets()) for c in fig.axes[0].collections) == 600
