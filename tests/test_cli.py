@@ -1,7 +1,89 @@
+import os
+
+import numpy as np
+import pytest
+import scipy.io
+import scipy.sparse as sp
+
+import fastjmt
 import fastjmt.__main__ as cli
+
+pytestmark = pytest.mark.filterwarnings("ignore::fastjmt.api.ConvergenceWarning")
 
 
 def test_main_job_runs_and_reports(capsys):
     assert cli.main(["--n-cells", "300", "--scenario", "unequal"]) == 0
     out = capsys.readouterr().out
     assert "ARI  RNA" in out and "pooled" in out and "ATAC cells in RNA-only clusters" in out
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    d = fastjmt.simulate(n_rna=200, n_atac=180, n_genes=100, n_regions=200, n_shared=2, n_rna_only=1,
+                         random_state=0)
+    root = tmp_path_factory.mktemp("cli")
+    sp.save_npz(root / "rna.npz", d.rna)
+    scipy.io.mmwrite(str(root / "atac.mtx"), d.atac)
+    sp.save_npz(root / "ga.npz", d.gene_activity)
+    np.savetxt(root / "rna_labels.txt", d.rna_labels, fmt="%s")
+    np.savetxt(root / "atac_labels.txt", d.atac_labels, fmt="%s")
+    genes = [f"g{i}" for i in range(100)]
+    regions = [f"chr1:{1000 * j}-{1000 * j + 500}" for j in range(200)]
+    np.savetxt(root / "genes.txt", genes, fmt="%s")
+    np.savetxt(root / "regions.txt", regions, fmt="%s")
+    (root / "genes.bed").write_text("".join(f"chr1\t{2000 * i + 100}\t{2000 * i + 600}\t+\tg{i}\n" for i in range(100)))
+    return d, root
+
+
+def test_fit_command_writes_result_tables_and_report(files, capsys):
+    d, root = files
+    out = root / "out"
+    code = cli.main(["fit", "--rna", str(root / "rna.npz"), "--atac", str(root / "atac.mtx"),
+                     "--gene-activity", str(root / "ga.npz"), "--n-shared", "2", "--n-rna-only", "1",
+                     "--max-iter", "40", "--rna-labels", str(root / "rna_labels.txt"),
+                     "--atac-labels", str(root / "atac_labels.txt"), "--out", str(out)])
+    assert code == 0
+    assert "wrote" in capsys.readouterr().out
+    res = fastjmt.load_result(out / "result.npz")
+    direct = fastjmt.fit(d.rna, d.atac, d.gene_activity, n_shared=2, n_rna_only=1, max_iter=40)
+    np.testing.assert_array_equal(res.C_rna, direct.C_rna)
+    table = np.loadtxt(out / "clusters_atac.tsv", dtype=str, skiprows=1)
+    assert table.shape == (180, 2) and (table[:, 1].astype(int) == res.labels_atac).all()
+    report = (out / "report.md").read_text()
+    assert "| ARI |" in report and "epochs: 40" in report
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        assert "figures skipped" in report
+    else:
+        assert all((out / f"{n}.png").exists() for n in ("loss", "association", "composition", "embedding"))
+
+
+def test_fit_command_builds_gene_activity_from_coordinates(files):
+    d, root = files
+    out = root / "out_bed"
+    assert cli.main(["fit", "--rna", str(root / "rna.npz"), "--atac", str(root / "atac.mtx"),
+                     "--genes", str(root / "genes.bed"), "--gene-names", str(root / "genes.txt"),
+                     "--region-names", str(root / "regions.txt"), "--n-shared", "2", "--n-rna-only", "1",
+                     "--max-iter", "5", "--out", str(out)]) == 0
+    assert os.path.exists(out / "result.npz")
+    with pytest.raises(SystemExit):
+        cli.main(["fit", "--rna", str(root / "rna.npz"), "--atac", str(root / "atac.mtx"), "--n-shared", "2",
+                  "--out", str(out)])
+
+
+def test_fit_command_reads_h5ad(files):
+    anndata = pytest.importorskip("anndata")
+    d, root = files
+    rna = anndata.AnnData(d.rna.copy())
+    rna.var_names = [f"g{i}" for i in range(100)]
+    atac = anndata.AnnData(d.atac.tocsr().copy())
+    atac.var_names = [f"chr1:{1000 * j}-{1000 * j + 500}" for j in range(200)]
+    rna.write_h5ad(root / "rna.h5ad")
+    atac.write_h5ad(root / "atac.h5ad")
+    out = root / "out_h5ad"
+    assert cli.main(["fit", "--rna", str(root / "rna.h5ad"), "--atac", str(root / "atac.h5ad"), "--genes",
+                     str(root / "genes.bed"), "--n-shared", "2", "--n-rna-only", "1", "--max-iter", "5",
+                     "--out", str(out)]) == 0
+    cells = np.loadtxt(out / "clusters_rna.tsv", dtype=str, skiprows=1)[:, 0]
+    assert list(cells[:3]) == list(rna.obs_names[:3])

@@ -1,0 +1,76 @@
+"""A fit's report on disk: the result, cluster tables, numbers and (with matplotlib) figures."""
+
+from __future__ import annotations
+
+import os
+from typing import Optional, Sequence
+
+import numpy as np
+
+from .api import JMTResult
+from .metrics import pooled_scores
+
+
+def write_report(res: JMTResult, out_dir, rna_cells: Optional[Sequence] = None, atac_cells: Optional[Sequence] = None,
+                 rna_labels: Optional[Sequence] = None, atac_labels: Optional[Sequence] = None) -> dict:
+    """Write ``result.npz``, ``clusters_rna.tsv``, ``clusters_atac.tsv``, ``report.md`` and figures to ``out_dir``.
+
+    Figures (``loss.png``, ``association.png``, ``composition.png``,
+    ``embedding.png``) are drawn when matplotlib is installed. With true labels
+    the report also gives ARI/NMI per modality and pooled.
+
+    Returns
+    -------
+    dict
+        The paths written, by name.
+    """
+    os.makedirs(out_dir, exist_ok=True)
+    paths = {"result": os.path.join(out_dir, "result.npz")}
+    res.save(paths["result"])
+    for name, labels, cells in (("rna", res.labels_rna, rna_cells), ("atac", res.labels_atac, atac_cells)):
+        cells = np.arange(labels.shape[0]).astype(str) if cells is None else np.asarray(cells).astype(str)
+        p = os.path.join(out_dir, f"clusters_{name}.tsv")
+        with open(p, "w") as fh:
+            fh.write("cell\tcluster\n")
+            fh.writelines(f"{c}\t{k}\n" for c, k in zip(cells, labels))
+        paths[f"clusters_{name}"] = p
+    lines = [
+        "# fastjmt report", "",
+        f"- clusters: K = {res.K} ({res.n_shared} shared, {res.n_rna_only} RNA-only, {res.n_atac_only} ATAC-only)",
+        f"- epochs: {res.n_iter}, converged: {res.converged}, interrupted: {res.interrupted}, seed: {res.seed}",
+        f"- fit time: {res.fit_seconds:.2f} s, final loss: {res.loss:.6g}", "",
+        "| term | final value |", "|---|---|",
+        *[f"| {t} | {v:.6g} |" for t, v in zip(res.loss_terms, res.loss_history[-1])], "",
+        "| cluster | RNA cells | ATAC cells |", "|---|---|---|",
+        *[f"| {k} | {a} | {b} |" for k, (a, b) in enumerate(zip(np.bincount(res.labels_rna, minlength=res.K),
+                                                                np.bincount(res.labels_atac, minlength=res.K)))],
+    ]
+    if rna_labels is not None and atac_labels is not None:
+        s = pooled_scores(res, rna_labels, atac_labels)
+        lines += ["", "| score | RNA | ATAC | pooled |", "|---|---|---|---|",
+                  f"| ARI | {s['ari_rna']:.3f} | {s['ari_atac']:.3f} | {s['ari_pooled']:.3f} |",
+                  f"| NMI | {s['nmi_rna']:.3f} | {s['nmi_atac']:.3f} | {s['nmi_pooled']:.3f} |"]
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg", force=False)
+        import matplotlib.pyplot as plt
+
+        from . import plot
+    except ImportError:
+        lines += ["", "(figures skipped: matplotlib is not installed)"]
+    else:
+        figs = {"loss": plot.plot_loss(res), "association": plot.plot_association(res),
+                "composition": plot.plot_composition(res, rna_labels, atac_labels),
+                "embedding": plot.plot_embedding(res, rna_labels, atac_labels)}
+        lines += [""]
+        for name, fig in figs.items():
+            p = os.path.join(out_dir, f"{name}.png")
+            fig.savefig(p, dpi=110)
+            plt.close(fig)
+            paths[name] = p
+            lines.append(f"![{name}]({name}.png)")
+    paths["report"] = os.path.join(out_dir, "report.md")
+    with open(paths["report"], "w") as fh:
+        fh.write("\n".join(lines) + "\n")
+    return paths
