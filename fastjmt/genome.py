@@ -165,6 +165,27 @@ def parse_regions(names) -> Intervals:
                      np.full(names.shape[0], "."), names)
 
 
+def read_regions(path_or_rows) -> Intervals:
+    """Regions from a BED table (chrom, start, end[, name, …]): a path, a file object or a sequence of rows.
+
+    Without a 4th column the name is ``chrom:start-end``.
+    """
+    if isinstance(path_or_rows, (str, os.PathLike)):
+        with _open_text(path_or_rows) as fh:
+            rows = [ln.split() for ln in fh if ln.strip() and not ln.startswith(("#", "chrom", "track"))]
+    elif isinstance(path_or_rows, io.IOBase):
+        rows = [ln.split() for ln in path_or_rows if ln.strip() and not ln.startswith(("#", "chrom", "track"))]
+    else:
+        rows = [list(r) for r in path_or_rows]
+    if any(len(r) < 3 for r in rows):
+        raise ValueError("a region table needs at least 3 columns: chrom, start, end")
+    chrom = np.array([r[0] for r in rows])
+    start = np.array([int(r[1]) for r in rows], np.int64)
+    end = np.array([int(r[2]) for r in rows], np.int64)
+    name = np.array([r[3] if len(r) > 3 else f"{r[0]}:{r[1]}-{r[2]}" for r in rows])
+    return Intervals(chrom, start, end, np.full(len(rows), "."), name)
+
+
 def gene_activity(genes: Intervals, regions: Intervals, *, promoter: int = 2000, max_distance: int = 0,
                   decay: float = 5000.0) -> GeneActivity:
     """Link regions to genes by gene body + promoter overlap, and optionally by distance with decay.

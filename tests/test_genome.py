@@ -115,3 +115,16 @@ def test_aligned_reorders_and_fills_missing():
     ga = gene_activity(read_bed(GENES), parse_regions(REGIONS))
     M = ga.aligned(["C", "zzz", "A"], [REGIONS[6], REGIONS[2], "chr9:1-2"]).toarray()
     np.testing.assert_array_equal(M, [[1, 0, 0], [0, 0, 0], [0, 1, 0]])
+
+
+def test_regions_from_a_bed_table(tmp_path):
+    from fastjmt.genome import read_regions
+
+    bed = tmp_path / "peaks.bed"
+    bed.write_text("chrom\tstart\tend\nchr1\t7500\t8001\nchr1\t15000\t15500\tpeakB\n")
+    R = read_regions(bed)
+    assert list(R.name) == ["chr1:7500-8001", "peakB"] and R.start.tolist() == [7500, 15000]
+    ga = gene_activity(read_bed(GENES), R)
+    assert links(ga) == {("A", 0), ("A", 1)}
+    with pytest.raises(ValueError, match="3 columns"):
+        read_regions([("chr1", 5)])
