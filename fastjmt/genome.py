@@ -126,19 +126,28 @@ def read_gtf(path, feature: str = "gene") -> Intervals:
                      np.array(names))
 
 
+def _table_rows(path_or_rows) -> list:
+    """Whitespace-split rows of a table given as a path, a file object or a sequence of rows.
+
+    Blank lines and header lines (starting with ``#``, ``chrom`` or ``track``) are skipped.
+    """
+    if isinstance(path_or_rows, (str, os.PathLike)):
+        with _open_text(path_or_rows) as fh:
+            lines = list(fh)
+    elif isinstance(path_or_rows, io.IOBase):
+        lines = list(path_or_rows)
+    else:
+        return [list(r) for r in path_or_rows]
+    return [ln.split() for ln in lines if ln.strip() and not ln.startswith(("#", "chrom", "track"))]
+
+
 def read_bed(path_or_rows) -> Intervals:
     """Genes from a BED-like table: chrom, start, end, strand, name (tab- or whitespace-separated).
 
     A path, a file object, or a sequence of 5-tuples. Coordinates are BED's
     0-based half-open ones. A header line starting with ``#`` or ``chrom`` is skipped.
     """
-    if isinstance(path_or_rows, (str, os.PathLike)):
-        with _open_text(path_or_rows) as fh:
-            rows = [ln.split() for ln in fh if ln.strip() and not ln.startswith(("#", "chrom", "track"))]
-    elif isinstance(path_or_rows, io.IOBase):
-        rows = [ln.split() for ln in path_or_rows if ln.strip() and not ln.startswith(("#", "chrom", "track"))]
-    else:
-        rows = [list(r) for r in path_or_rows]
+    rows = _table_rows(path_or_rows)
     bad = [r for r in rows if len(r) < 5]
     if bad:
         raise ValueError(f"BED-like gene table needs 5 columns (chrom, start, end, strand, name); got {bad[0]!r}")
@@ -170,13 +179,7 @@ def read_regions(path_or_rows) -> Intervals:
 
     Without a 4th column the name is ``chrom:start-end``.
     """
-    if isinstance(path_or_rows, (str, os.PathLike)):
-        with _open_text(path_or_rows) as fh:
-            rows = [ln.split() for ln in fh if ln.strip() and not ln.startswith(("#", "chrom", "track"))]
-    elif isinstance(path_or_rows, io.IOBase):
-        rows = [ln.split() for ln in path_or_rows if ln.strip() and not ln.startswith(("#", "chrom", "track"))]
-    else:
-        rows = [list(r) for r in path_or_rows]
+    rows = _table_rows(path_or_rows)
     if any(len(r) < 3 for r in rows):
         raise ValueError("a region table needs at least 3 columns: chrom, start, end")
     chrom = np.array([r[0] for r in rows])
