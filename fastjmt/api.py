@@ -26,7 +26,7 @@ from . import preprocess as pp
 from ._threads import fit_threads, resolve_n_threads
 from .driver import Schedule, fit_restarts
 from . import kernels as kn
-from .objective import TERMS, Modality, Problem, spmm, work_chunks
+from .objective import TERMS, Modality, Problem, spmm, spmm_t_full, work_chunks
 from .validation import check_count, check_fraction, check_layout, check_matrix, check_positive, check_shapes
 
 logger = logging.getLogger("fastjmt")
@@ -193,11 +193,14 @@ def _restart_seeds(random_state, n_init: int) -> list:
     return seeds
 
 
-def _modality(X: sp.csr_matrix, weight: float, masked_cols) -> Modality:
-    Xt = _transpose(X)
-    X_arr, Xt_arr = (X.indptr, X.indices, X.data), (Xt.indptr, Xt.indices, Xt.data)
+def _modality(X: sp.csr_matrix, weight: float, masked_cols, low_memory: bool = False) -> Modality:
+    X_arr = (X.indptr, X.indices, X.data)
+    Xt_arr = None
+    if not low_memory:
+        Xt = _transpose(X)
+        Xt_arr = (Xt.indptr, Xt.indices, Xt.data)
     row_sums, row_sq = _row_sums(X_arr, X.shape[0], X.shape[1])
-    col_sums, _ = _row_sums(Xt_arr, X.shape[1], X.shape[0])
+    col_sums = spmm_t_full(X_arr, Xt_arr, X.shape[1], np.ones((X.shape[0], 1)))[:, 0]
     return Modality(X_arr, Xt_arr, X.shape[0], X.shape[1], row_sums, col_sums, float(row_sq.sum()), weight,
                     np.asarray(masked_cols, dtype=np.int64))
 
@@ -244,7 +247,7 @@ def _ctrl_c_finishes_epoch():
 
 
 def build_problem(G: sp.csr_matrix, R: sp.csr_matrix, A: sp.csr_matrix, n_shared: int, n_rna_only: int,
-                  n_atac_only: int, weights: dict, dtype) -> Problem:
+                  n_atac_only: int, weights: dict, dtype, low_memory: bool = False) -> Problem:
     """The driver's view of prepared CSR inputs: raw arrays, transposes, sums, masks and weights.
 
     ``weights`` holds ``a1`` … ``a6``. The matrices must already be canonical CSR
@@ -256,8 +259,8 @@ def build_problem(G: sp.csr_matrix, R: sp.csr_matrix, A: sp.csr_matrix, n_shared
     atac_only_cols = cols[n_shared + n_rna_only:]
     At = _transpose(A)
     return Problem(
-        atac=_modality(R, weights["a1"], rna_only_cols),
-        rna=_modality(G, weights["a2"], atac_only_cols),
+        atac=_modality(R, weights["a1"], rna_only_cols, low_memory),
+        rna=_modality(G, weights["a2"], atac_only_cols, low_memory),
         A=(A.indptr, A.indices, A.data),
         At=(At.indptr, At.indices, At.data),
         n_genes=G.shape[1],
@@ -307,6 +310,7 @@ def fit(
     checkpoint: Union[None, str, os.PathLike] = None,
     checkpoint_every: int = 10,
     resume: Union[None, str, os.PathLike] = None,
+    low_memory: bool = False,
 ) -> JMTResult:
     """Fit scJMT to unpaired scRNA-seq and scATAC-seq data.
 
@@ -377,6 +381,10 @@ def fit(
     resume : path, optional
         Go on from this checkpoint. With the same inputs and options (checked),
         the result equals that of an uninterrupted fit.
+    low_memory : bool
+        Keep no transposed copy of the data: products with ``Xᵀ`` scatter from
+        the CSR into one features × K buffer per thread. Saves about the size of
+        the inputs' CSR arrays, at some speed (see docs/performance.md).
 
     Notes
     -----
@@ -402,8 +410,9 @@ def fit(
         raise ValueError(f"dtype must be float32 or float64, got {dtype!r}") from None
     if dtype not in (np.float32, np.float64):
         raise ValueError(f"dtype must be float32 or float64, got {dtype}")
-    if not isinstance(preprocess, (bool, np.bool_)):
-        raise TypeError(f"preprocess must be True or False, got {preprocess!r}")
+    for flag, name in ((preprocess, "preprocess"), (low_memory, "low_memory")):
+        if not isinstance(flag, (bool, np.bool_)):
+            raise TypeError(f"{name} must be True or False, got {flag!r}")
     verbose = check_count(int(verbose) if isinstance(verbose, (bool, np.bool_)) else verbose, "verbose", 0)
     n_shared, n_rna_only, n_atac_only = check_layout(n_shared, n_rna_only, n_atac_only)
     K = n_shared + n_rna_only + n_atac_only
@@ -444,7 +453,7 @@ def fit(
         R = pp.preprocess_atac(R, copy=False)
         A = pp.preprocess_gene_activity(A, copy=False)
 
-    problem = build_problem(G, R, A, n_shared, n_rna_only, n_atac_only, weights, dtype)
+    problem = build_problem(G, R, A, n_shared, n_rna_only, n_atac_only, weights, dtype, bool(low_memory))
     sched = Schedule(
         max_iter=max_iter, tol=tol, patience=patience, optimizer=optimizer, learning_rate=learning_rate,
         batch_cells=batch_cells, batch_features=batch_features, init=init, init_scale=init_scale,
@@ -470,6 +479,7 @@ def fit(
         "optimizer": [optimizer, learning_rate, batch_cells, batch_features],
         "init": [init, init_scale],
         "preprocess": bool(preprocess),
+        "low_memory": bool(low_memory),
         "seeds": seeds,
     }))
 

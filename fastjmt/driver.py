@@ -45,6 +45,7 @@ from .objective import (
     side_stats,
     softmax,
     spmm,
+    spmm_t,
     total_loss,
     work_chunks,
 )
@@ -157,8 +158,8 @@ class _Epoch:
         else:
             rs, rq = np.empty(self.I.size), np.empty(self.I.size)
             kn.masked_row_sums(*mod.X, self.I, batch.col_mask, rs, rq, work_chunks())
-            cs, cq = np.empty(self.J.size), np.empty(self.J.size)
-            kn.masked_row_sums(*mod.Xt, self.J, batch.row_mask, cs, cq, work_chunks())
+            ones = np.ones((self.I.size, 1))
+            cs = spmm_t(mod.X, mod.Xt, self.I, batch.row_mask, self.J, batch.col_mask, ones)[:, 0]
             self.row_sums, self.col_sums, self.sq_norm = rs, cs, float(rq.sum())
         self.coef = 2.0 * mod.weight / (self.I.size * self.J.size)
 
@@ -226,12 +227,7 @@ def _feature_step(problem, name, ep: _Epoch, g_coupling, step: _Stepper, it: int
     f, I, J = ep.f, ep.I, ep.J
     C_I, b_I, c_J = ep.take(f.C, I), ep.take(f.b, I), ep.take(f.c, J)
     U_I = matmul(C_I, f.S)
-    if ep.batch.full:
-        U_full = U_I
-    else:
-        U_full = np.zeros((ep.mod.n, U_I.shape[1]), dtype=U_I.dtype)
-        U_full[I] = U_I
-    XtU = spmm(ep.mod.Xt, J, ep.batch.row_mask, U_full)
+    XtU = spmm_t(ep.mod.X, ep.mod.Xt, I, ep.batch.row_mask, J, ep.batch.col_mask, U_I)
     su = side_stats(U_I, b_I)
     V_J = ep.take(f.Cf, J)
     gV = recon_grad(XtU, V_J, su, c_J, ep.coef)

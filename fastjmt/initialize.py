@@ -27,7 +27,8 @@ from __future__ import annotations
 import numpy as np
 
 from . import kernels as kn
-from .objective import MODALITIES, Factors, Problem, closed_form_bias, matmul, side_stats, softmax, spmm
+from .objective import (MODALITIES, Factors, Problem, closed_form_bias, matmul, side_stats, softmax, spmm,
+                        spmm_t_full)
 
 
 # --------------------------------------------------------------------------- implicit SVD
@@ -47,18 +48,19 @@ def implicit_svd(mod_X, mod_Xt, row_scale, col_scale, rank, rng, n_power_iter=3)
     """Top ``rank`` left singular vectors × singular values of ``diag(r) X diag(w)``, column-centred.
 
     Randomized range finder (Halko et al.) with power iterations; the centred,
-    scaled matrix is only ever applied to thin dense blocks.
+    scaled matrix is only ever applied to thin dense blocks. ``mod_Xt`` (the CSR
+    of ``Xᵀ``) may be None: the transposed products then scatter from ``X``.
     """
     n = mod_X[0].shape[0] - 1
-    p = mod_Xt[0].shape[0] - 1
-    mean = col_scale * spmm(mod_Xt, np.arange(p, dtype=np.int64), np.ones(n, np.uint8), row_scale[:, None])[:, 0] / n
+    p = col_scale.shape[0]
+    mean = col_scale * spmm_t_full(mod_X, mod_Xt, p, row_scale[:, None].astype(np.float64))[:, 0] / n
     mean = mean[None, :]
 
     def M(B):
         return _scaled_product(mod_X, row_scale, col_scale, mean, B)
 
     def MT(B):
-        out = spmm(mod_Xt, np.arange(p, dtype=np.int64), np.ones(n, np.uint8), np.ascontiguousarray(row_scale[:, None] * B))
+        out = spmm_t_full(mod_X, mod_Xt, p, np.ascontiguousarray(row_scale[:, None] * B))
         out *= col_scale[:, None]
         out -= mean.T @ B.sum(axis=0, keepdims=True)
         return out
@@ -114,13 +116,12 @@ def kmeans(X, k, rng, n_init=10, max_iter=100):
 # --------------------------------------------------------------------------- matching
 
 
-def _cluster_profiles(Xt, labels, k, n_cells):
-    """Mean of the rows of ``X`` per cluster, as a features × k array (from the CSR of Xᵀ)."""
-    H = np.zeros((n_cells, k))
-    H[np.arange(n_cells), labels] = 1.0
+def _cluster_profiles(mod, labels, k):
+    """Mean of the rows of ``X`` per cluster, as a features × k array."""
+    H = np.zeros((mod.n, k))
+    H[np.arange(mod.n), labels] = 1.0
     counts = np.maximum(H.sum(axis=0), 1.0)
-    p = Xt[0].shape[0] - 1
-    return spmm(Xt, np.arange(p, dtype=np.int64), np.ones(n_cells, np.uint8), H / counts)
+    return spmm_t_full(mod.X, mod.Xt, mod.p, H / counts)
 
 
 def _centered_corr(P, Q):
@@ -253,8 +254,8 @@ def _spectral(problem, params, n_shared, n_rna_only, n_atac_only, rng, scale):
         emb = implicit_svd(mod.X, mod.Xt, rs, cs, rank, rng)
         emb /= np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
         labels[name] = kmeans(emb, k, rng)
-    prof_rna = _cluster_profiles(rna.Xt, labels["rna"], k_r, rna.n)  # genes × k_r
-    prof_atac = _cluster_profiles(atac.Xt, labels["atac"], k_a, atac.n)  # regions × k_a
+    prof_rna = _cluster_profiles(rna, labels["rna"], k_r)  # genes × k_r
+    prof_atac = _cluster_profiles(atac, labels["atac"], k_a)  # regions × k_a
     ga = spmm(problem.A, np.arange(problem.n_genes, dtype=np.int64), np.ones(problem.n_regions, np.uint8), prof_atac)
     corr = _centered_corr(prof_rna, ga)
     rna_cols, atac_cols = match_clusters(corr, n_shared)

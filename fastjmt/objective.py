@@ -38,7 +38,9 @@ class Modality:
     Attributes
     ----------
     X, Xt : tuple of ndarray
-        ``(indptr, indices, data)`` of the cells × features matrix and of its transpose.
+        ``(indptr, indices, data)`` of the cells × features matrix and of its
+        transpose; ``Xt`` is None in ``low_memory`` mode (products with ``Xᵀ``
+        then scatter from ``X``).
     row_sums, col_sums : ndarray of float64
         ``X 1`` and ``Xᵀ 1``.
     sq_norm : float
@@ -50,7 +52,7 @@ class Modality:
     """
 
     X: tuple
-    Xt: tuple
+    Xt: object  # tuple or None
     n: int
     p: int
     row_sums: np.ndarray
@@ -145,6 +147,35 @@ def spmm(csr: tuple, rows: np.ndarray, col_mask: np.ndarray, B: np.ndarray) -> n
     out = np.empty((rows.shape[0], B.shape[1]), dtype=B.dtype)
     kn.spmm_rows(csr[0], csr[1], csr[2], rows, col_mask, B, out, work_chunks())
     return out
+
+
+def spmm_t(X: tuple, Xt, rows: np.ndarray, row_mask: np.ndarray, cols: np.ndarray, col_mask: np.ndarray,
+           U: np.ndarray) -> np.ndarray:
+    """``X[rows][:, cols]ᵀ @ U`` (``U`` has one row per entry of ``rows``), shape (len(cols), K).
+
+    With the CSR of ``Xᵀ`` (``Xt``) this is a row-parallel gather (fast); with
+    ``Xt=None`` (``low_memory``) it scatters from the CSR of ``X`` into one
+    features × K buffer per thread, and no transposed copy of the data exists.
+    """
+    n = X[0].shape[0] - 1
+    if Xt is not None:
+        if rows.shape[0] == n:
+            U_full = U
+        else:
+            U_full = np.zeros((n, U.shape[1]), dtype=U.dtype)
+            U_full[rows] = U
+        return spmm(Xt, cols, row_mask, U_full)
+    p = col_mask.shape[0]
+    out = np.empty((p, U.shape[1]), dtype=U.dtype)
+    kn.spmm_t_rows(X[0], X[1], X[2], rows, col_mask, np.ascontiguousarray(U), out, numba.get_num_threads())
+    return out if cols.shape[0] == p else np.ascontiguousarray(out[cols])
+
+
+def spmm_t_full(X: tuple, Xt, p: int, U: np.ndarray) -> np.ndarray:
+    """``Xᵀ U`` over all rows and columns (see :func:`spmm_t`)."""
+    n = X[0].shape[0] - 1
+    return spmm_t(X, Xt, np.arange(n, dtype=np.int64), np.ones(n, np.uint8), np.arange(p, dtype=np.int64),
+                  np.ones(p, np.uint8), U)
 
 
 @dataclass
@@ -263,7 +294,7 @@ def feature_coupling(problem: Problem, C_genes: np.ndarray, C_regions: np.ndarra
     """
     P = spmm(problem.A, np.arange(problem.n_genes, dtype=np.int64), np.ones(problem.n_regions, np.uint8), C_regions)
     cos, g_genes, g_P = cosine_and_grads(C_genes, P)
-    g_regions = spmm(problem.At, np.arange(problem.n_regions, dtype=np.int64), np.ones(problem.n_genes, np.uint8), g_P)
+    g_regions = spmm_t_full(problem.A, problem.At, problem.n_regions, g_P)
     return cos, g_genes, g_regions
 
 
@@ -313,7 +344,7 @@ def evaluate(problem: Problem, params: dict, with_grad: bool = True):
         gU = recon_grad(XV, U, sv, f.b, coef)
         gC[name] = matmul(gU, f.S.T)
         gS[name] = kn.cross_gram(f.C, gU)
-        XtU = spmm(mod.Xt, batch.cols, batch.row_mask, U)
+        XtU = spmm_t(mod.X, mod.Xt, batch.rows, batch.row_mask, batch.cols, batch.col_mask, U)
         gCf[name] = recon_grad(XtU, f.Cf, su, f.c, coef)
     terms["mask"] = sum(mask_value(params[m].C, problem.modality(m).masked_cols) for m in MODALITIES)
     terms["entropy"] = sum(entropy_mean(params[m].C) for m in MODALITIES)

@@ -15,8 +15,16 @@ def to_csr(X, dtype=np.float64, name: str = "X") -> sp.csr_matrix:
     """A canonical CSR copy of ``X`` in ``dtype`` (anything scipy can turn into CSR).
 
     Duplicate entries are summed, indices sorted and explicit zeros dropped, on
-    a copy: the caller's matrix is never modified.
+    a copy: the caller's matrix is never modified. A CSR input that is already
+    canonical (sorted, no duplicates, no stored zeros) shares its index arrays
+    with the result, which only copies the values: callers must not change
+    the result's ``indices``/``indptr`` in place (nothing in fastjmt does).
     """
+    if sp.issparse(X) and X.format == "csr" and X.has_canonical_format and np.count_nonzero(X.data) == X.nnz:
+        # already canonical: copy the values only and share the (read-only) index arrays
+        M = sp.csr_matrix((X.data.astype(dtype, copy=True), X.indices, X.indptr), shape=X.shape, copy=False)
+        M.has_canonical_format = True
+        return M
     if sp.issparse(X):
         M = sp.csr_matrix(X, dtype=dtype, copy=True)
     else:

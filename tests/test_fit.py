@@ -265,3 +265,12 @@ def test_verbose_two_logs_every_epoch_and_bar_is_optional(small, caplog):
     bar.update(1, {"total": 1.0}, 0.1)
     assert bar.bar.n == 1
     bar.close()
+
+
+@pytest.mark.parametrize("batch", [1.0, 0.5])
+def test_low_memory_mode_matches_default(small, batch):
+    a = _fit(small, max_iter=10, dtype=np.float64, batch_cells=batch, batch_features=batch)
+    b = _fit(small, max_iter=10, dtype=np.float64, batch_cells=batch, batch_features=batch, low_memory=True)
+    np.testing.assert_allclose(b.C_rna, a.C_rna, rtol=1e-7, atol=1e-9)
+    np.testing.assert_allclose(b.loss_history, a.loss_history, rtol=1e-9)
+

@@ -194,3 +194,16 @@ def test_kmeans_kernels():
     for c in range(5):
         np.testing.assert_allclose(sums[c], X[labels == c].sum(0), atol=1e-12)
         assert counts[c] == np.sum(labels == c)
+
+
+def test_kernel_scatter_transpose_matches_gather():
+    rng = np.random.default_rng(3)
+    X = sp.random(300, 70, density=0.1, format="csr", random_state=3)
+    rows = np.sort(rng.choice(300, 200, replace=False)).astype(np.int64)
+    mask = (rng.random(70) < 0.7).astype(np.uint8)
+    U = rng.normal(size=(200, 5))
+    for n_chunks in (1, 3):
+        out = np.empty((70, 5))
+        kn.spmm_t_rows(X.indptr, X.indices, X.data, rows, mask, U, out, n_chunks)
+        expect = (X.toarray()[rows].T @ U) * mask[:, None]
+        np.testing.assert_allclose(out, expect, rtol=1e-12, atol=1e-12)

@@ -95,6 +95,7 @@ BAD = [
     ("callback not callable", lambda d: dict(callback=3), TypeError, "callback"),
     ("preprocess not bool", lambda d: dict(preprocess="yes"), TypeError, "preprocess"),
     ("verbose negative", lambda d: dict(verbose=-1), ValueError, "verbose"),
+    ("low_memory not bool", lambda d: dict(low_memory="no"), TypeError, "low_memory"),
 ]
 
 

@@ -18,7 +18,7 @@ from .dense import (
 )
 from .optim import adam_rows, sgd_rows
 from .softmax import softmax_backward, softmax_rows
-from .sparse import masked_row_sums, nnz_balanced_bounds, spmm_rows
+from .sparse import masked_row_sums, nnz_balanced_bounds, spmm_rows, spmm_t_rows
 
 __all__ = [
     "add_entropy_grad",
@@ -38,5 +38,6 @@ __all__ = [
     "softmax_backward",
     "softmax_rows",
     "spmm_rows",
+    "spmm_t_rows",
     "weighted_colsum",
 ]

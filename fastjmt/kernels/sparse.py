@@ -98,3 +98,45 @@ def masked_row_sums(indptr, indices, data, rows, col_mask, sums, sq_sums, n_chun
                     s2 += x * x
             sums[t] = s
             sq_sums[t] = s2
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def spmm_t_rows(indptr, indices, data, rows, col_mask, U, out, n_chunks):
+    """``out = X[rows]ᵀ U`` restricted to columns with ``col_mask`` (others are 0), without a transposed copy.
+
+    Parameters
+    ----------
+    indptr, indices, data : ndarray
+        CSR arrays of ``X`` (n × p).
+    rows : ndarray of int64, shape (m,)
+        Rows of ``X`` taking part; ``U[t]`` belongs to row ``rows[t]``.
+    col_mask : ndarray of uint8, shape (p,)
+        Columns that take part.
+    U : ndarray, shape (m, K)
+        Dense left factor, one row per entry of ``rows``.
+    out : ndarray, shape (p, K)
+        Written in place.
+    n_chunks : int
+        Row chunks (of equal nonzero count), each scattering into its own p × K
+        buffer; the buffers are summed in chunk order, so the result depends on
+        ``n_chunks`` only in rounding and is reproducible for a fixed value.
+    """
+    p, K = out.shape
+    bounds = nnz_balanced_bounds(indptr, rows, n_chunks)
+    nc = bounds.shape[0] - 1
+    buf = np.zeros((nc, p, K), dtype=out.dtype)
+    for ch in prange(nc):
+        for t in range(bounds[ch], bounds[ch + 1]):
+            r = rows[t]
+            for jj in range(np.int64(indptr[r]), np.int64(indptr[r + 1])):
+                j = indices[jj]
+                if col_mask[j]:
+                    x = data[jj]
+                    for k in range(K):
+                        buf[ch, j, k] += x * U[t, k]
+    for j in prange(p):
+        for k in range(K):
+            s = buf[0, j, k]
+            for ch in range(1, nc):
+                s += buf[ch, j, k]
+            out[j, k] = s
