@@ -80,8 +80,21 @@ def implicit_svd(mod_X, mod_Xt, row_scale, col_scale, rank, rng, n_power_iter=3)
 # --------------------------------------------------------------------------- k-means
 
 
-def kmeans(X, k, rng, n_init=10, max_iter=100):
-    """Lloyd's k-means with k-means++ seeding; the labels of the start with the lowest inertia."""
+def kmeans(X, k, rng, n_init=10, max_iter=100, max_fit_rows=20_000):
+    """Lloyd's k-means with k-means++ seeding; the labels of the start with the lowest inertia.
+
+    With more than ``max_fit_rows`` rows the centres are fitted on a random
+    subset of that size and every row is then assigned to its nearest centre
+    (the cost stops growing with the number of cells).
+    """
+    if X.shape[0] > max_fit_rows:
+        sub = np.sort(rng.choice(X.shape[0], size=max_fit_rows, replace=False))
+        lab_sub = kmeans(X[sub], k, rng, n_init, max_iter, max_fit_rows)
+        centers = np.stack([X[sub][lab_sub == c].mean(axis=0) if np.any(lab_sub == c) else X[sub[0]]
+                            for c in range(min(k, max_fit_rows))])
+        labels = np.empty(X.shape[0], dtype=np.int64)
+        kn.kmeans_assign(X, centers, labels, np.empty(X.shape[0]))
+        return labels
     n = X.shape[0]
     k = min(k, n)
     labels = np.empty(n, dtype=np.int64)

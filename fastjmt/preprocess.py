@@ -10,6 +10,8 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
+from .kernels import scale_rows_inplace
+
 
 def to_csr(X, dtype=np.float64, name: str = "X") -> sp.csr_matrix:
     """A canonical CSR copy of ``X`` in ``dtype`` (anything scipy can turn into CSR).
@@ -53,7 +55,7 @@ def normalize_log1p(X: sp.csr_matrix, target_sum: float | None = None, copy: boo
         target_sum = float(np.median(nz)) if nz.size else 1.0
     scale = np.zeros_like(lib)
     np.divide(target_sum, lib, out=scale, where=lib > 0)
-    X.data *= np.repeat(scale, np.diff(X.indptr)).astype(X.dtype)
+    scale_rows_inplace(X.indptr, X.data, scale.astype(X.dtype))
     np.log1p(X.data, out=X.data)
     return X
 
@@ -80,7 +82,7 @@ def normalize_rows(X: sp.csr_matrix, copy: bool = True) -> sp.csr_matrix:
     s = np.asarray(X.sum(axis=1)).ravel()
     inv = np.zeros_like(s)
     np.divide(1.0, s, out=inv, where=s != 0)
-    X.data *= np.repeat(inv, np.diff(X.indptr)).astype(X.dtype)
+    scale_rows_inplace(X.indptr, X.data, inv.astype(X.dtype))
     return X
 
 

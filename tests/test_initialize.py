@@ -45,3 +45,12 @@ def test_match_clusters_shared_then_specific_columns():
     # both modalities with a specific cluster: columns 0 shared, 1 RNA-only, 2 ATAC-only
     rna_cols, atac_cols = match_clusters(np.array([[0.9, 0.1], [0.2, 0.3]]), 1)
     assert rna_cols.tolist() == [0, 1] and atac_cols.tolist() == [0, 2]
+
+
+def test_kmeans_on_a_subset_for_many_rows():
+    rng = np.random.default_rng(2)
+    centers = rng.normal(size=(3, 2)) * 10
+    truth = rng.integers(0, 3, 3000)
+    X = centers[truth] + rng.normal(size=(3000, 2))
+    lab = kmeans(X, 3, rng, max_fit_rows=500)
+    assert lab.shape == (3000,) and len(set(zip(truth.tolist(), lab.tolist()))) == 3

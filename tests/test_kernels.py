@@ -207,3 +207,13 @@ def test_kernel_scatter_transpose_matches_gather():
         kn.spmm_t_rows(X.indptr, X.indices, X.data, rows, mask, U, out, n_chunks)
         expect = (X.toarray()[rows].T @ U) * mask[:, None]
         np.testing.assert_allclose(out, expect, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_scale_rows_inplace(dtype):
+    rng = np.random.default_rng(10)
+    X = random_csr(rng, 40, 30, 0.2, dtype)
+    scale = rng.random(40).astype(dtype)
+    expect = np.diag(scale) @ X.toarray()
+    kn.scale_rows_inplace(X.indptr, X.data, scale)
+    np.testing.assert_allclose(X.toarray(), expect, **TOL[dtype])

@@ -18,7 +18,7 @@ from .dense import (
 )
 from .optim import adam_rows, sgd_rows
 from .softmax import softmax_backward, softmax_rows
-from .sparse import masked_row_sums, nnz_balanced_bounds, spmm_rows, spmm_t_rows
+from .sparse import masked_row_sums, nnz_balanced_bounds, scale_rows_inplace, spmm_rows, spmm_t_rows
 
 __all__ = [
     "add_entropy_grad",
@@ -34,6 +34,7 @@ __all__ = [
     "nnz_balanced_bounds",
     "recon_grad_u",
     "sgd_rows",
+    "scale_rows_inplace",
     "small_matmul",
     "softmax_backward",
     "softmax_rows",

@@ -140,3 +140,13 @@ def spmm_t_rows(indptr, indices, data, rows, col_mask, U, out, n_chunks):
             for ch in range(1, nc):
                 s += buf[ch, j, k]
             out[j, k] = s
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def scale_rows_inplace(indptr, data, scale):
+    """``data`` of row ``i`` *= ``scale[i]``, in place (no nnz-sized temporary)."""
+    n = indptr.shape[0] - 1
+    for i in prange(n):
+        s = scale[i]
+        for jj in range(np.int64(indptr[i]), np.int64(indptr[i + 1])):
+            data[jj] *= s
