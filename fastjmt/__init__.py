@@ -4,29 +4,46 @@
 >>> data = fastjmt.simulate(random_state=0)
 >>> res = fastjmt.fit(data.rna, data.atac, data.gene_activity, n_shared=5)
 >>> res.labels_rna, res.labels_atac          # doctest: +SKIP
+
+``import fastjmt`` is cheap: it loads neither NumPy, SciPy nor Numba. The
+public names below are imported from their modules on first use (PEP 562),
+so a library that only imports fastjmt as an optional backend pays nothing
+until it fits.
 """
 
+import importlib as _importlib
 import logging as _logging
-
-from .api import DEFAULT_WEIGHTS, ConvergenceWarning, JMTResult, fit, load_result
-from .driver import NonFiniteError
-from .metrics import adjusted_rand_index, normalized_mutual_info, pooled_scores
-from .simulate import SimulatedData, simulate
 
 __version__ = "0.1.0"
 
 _logging.getLogger("fastjmt").addHandler(_logging.NullHandler())
 
-__all__ = [
-    "ConvergenceWarning",
-    "DEFAULT_WEIGHTS",
-    "JMTResult",
-    "NonFiniteError",
-    "SimulatedData",
-    "adjusted_rand_index",
-    "fit",
-    "load_result",
-    "normalized_mutual_info",
-    "pooled_scores",
-    "simulate",
-]
+#: public name -> the submodule that defines it
+_LAZY = {
+    "ConvergenceWarning": "api",
+    "DEFAULT_WEIGHTS": "api",
+    "JMTResult": "api",
+    "fit": "api",
+    "load_result": "api",
+    "NonFiniteError": "driver",
+    "adjusted_rand_index": "metrics",
+    "normalized_mutual_info": "metrics",
+    "pooled_scores": "metrics",
+    "SimulatedData": "simulation",
+    "simulate": "simulation",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'fastjmt' has no attribute {name!r}")
+    value = getattr(_importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))
