@@ -51,7 +51,8 @@ def _threading_layer() -> str:
     except ValueError:
         from .kernels import frob_dot
 
-        frob_dot(np.zeros((1, 1)), np.zeros((1, 1)))
+        # float32, the default dtype: a default fit needs this specialisation anyway
+        frob_dot(np.zeros((1, 1), np.float32), np.zeros((1, 1), np.float32))
         return numba.threading_layer()
 
 

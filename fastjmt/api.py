@@ -200,7 +200,10 @@ def _modality(X: sp.csr_matrix, weight: float, masked_cols, low_memory: bool = F
         Xt = _transpose(X)
         Xt_arr = (Xt.indptr, Xt.indices, Xt.data)
     row_sums, row_sq = _row_sums(X_arr, X.shape[0], X.shape[1])
-    col_sums = spmm_t_full(X_arr, Xt_arr, X.shape[1], np.ones((X.shape[0], 1)))[:, 0]
+    if Xt_arr is not None:  # column sums are the row sums of the transpose (float64, no new kernel signature)
+        col_sums, _ = _row_sums(Xt_arr, X.shape[1], X.shape[0])
+    else:  # float64 scatter from the CSR
+        col_sums = spmm_t_full(X_arr, None, X.shape[1], np.ones((X.shape[0], 1)))[:, 0]
     return Modality(X_arr, Xt_arr, X.shape[0], X.shape[1], row_sums, col_sums, float(row_sq.sum()), weight,
                     np.asarray(masked_cols, dtype=np.int64))
 

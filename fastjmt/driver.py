@@ -211,7 +211,7 @@ def _cell_and_S_step(problem, name, ep: _Epoch, other_S, step: _Stepper, it: int
 
     # association matrix
     gU = recon_grad(XV, matmul(C_I, f.S), sv, b_I, ep.coef)
-    _, g_self, _ = cosine_and_grads(f.S.astype(np.float64), other_S.astype(np.float64))
+    _, g_self, _ = cosine_and_grads(f.S, other_S)
     gS = kn.cross_gram(C_I, gU) - problem.a3 * g_self
     step("S_" + name, f.S, gS, np.arange(f.S.shape[0], dtype=np.int64))
     _check_finite(f.S, "S_" + name, it)
@@ -265,7 +265,7 @@ def _epoch(problem: Problem, params: dict, sched: Schedule, step: _Stepper, rng,
         terms, _ = evaluate(problem, params, with_grad=False)
         return terms
     terms = {"recon_atac": recon["atac"], "recon_rna": recon["rna"]}
-    terms["cos_S"], _, _ = cosine_and_grads(params["atac"].S.astype(np.float64), params["rna"].S.astype(np.float64))
+    terms["cos_S"], _, _ = cosine_and_grads(params["atac"].S, params["rna"].S)
     terms["cos_features"], _, _ = feature_coupling(problem, params["rna"].Cf, params["atac"].Cf)
     terms["mask"] = sum(mask_value(params[m].C, problem.modality(m).masked_cols) for m in MODALITIES)
     terms["entropy"] = sum(entropy_mean(params[m].C) for m in MODALITIES)

@@ -124,22 +124,30 @@ def spmm_t_rows(indptr, indices, data, rows, col_mask, U, out, n_chunks):
     p, K = out.shape
     bounds = nnz_balanced_bounds(indptr, rows, n_chunks)
     nc = bounds.shape[0] - 1
-    buf = np.zeros((nc, p, K), dtype=out.dtype)
+    buf = np.empty((nc, p, K), dtype=out.dtype)
     for ch in prange(nc):
-        for t in range(bounds[ch], bounds[ch + 1]):
-            r = rows[t]
-            for jj in range(np.int64(indptr[r]), np.int64(indptr[r + 1])):
-                j = indices[jj]
-                if col_mask[j]:
-                    x = data[jj]
-                    for k in range(K):
-                        buf[ch, j, k] += x * U[t, k]
+        _scatter_rows(indptr, indices, data, rows, col_mask, U, bounds[ch], bounds[ch + 1], buf[ch])
     for j in prange(p):
         for k in range(K):
             s = buf[0, j, k]
             for ch in range(1, nc):
                 s += buf[ch, j, k]
             out[j, k] = s
+
+
+@njit(cache=True, nogil=True)
+def _scatter_rows(indptr, indices, data, rows, col_mask, U, t0, t1, acc):
+    """``acc = Σ_{t0 ≤ t < t1} X[rows[t]]ᵀ U[t]`` over the kept columns (the worker of :func:`spmm_t_rows`)."""
+    acc[:, :] = 0.0
+    K = U.shape[1]
+    for t in range(t0, t1):
+        r = rows[t]
+        for jj in range(np.int64(indptr[r]), np.int64(indptr[r + 1])):
+            j = indices[jj]
+            if col_mask[j]:
+                x = data[jj]
+                for k in range(K):
+                    acc[j, k] += x * U[t, k]
 
 
 @njit(parallel=True, cache=True, nogil=True)
