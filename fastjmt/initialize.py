@@ -28,53 +28,88 @@ import numpy as np
 
 from . import kernels as kn
 from .objective import (MODALITIES, Factors, Problem, closed_form_bias, matmul, side_stats, softmax, spmm,
-                        spmm_t_full)
+                        spmm_t, spmm_t_full)
+
+
+# --------------------------------------------------------------------------- products in the data's dtype
+
+
+def _product(csr, B, rows=None):
+    """``X[rows] B`` (float64 out; all rows by default) with ``B`` cast to the dtype of ``X``'s values.
+
+    The initialisation works in float64, but its sparse products run in the
+    fit's dtype, so a float32 fit compiles each kernel once, not twice.
+    """
+    if rows is None:
+        rows = np.arange(csr[0].shape[0] - 1, dtype=np.int64)
+    B = np.ascontiguousarray(B, dtype=csr[2].dtype)
+    return spmm(csr, rows, np.ones(B.shape[0], np.uint8), B).astype(np.float64)
+
+
+def _product_t(X, Xt, p, U, rows=None):
+    """``X[rows]ᵀ U`` (float64 out; all rows by default), ``U`` cast to the data's dtype (see :func:`_product`)."""
+    U = np.ascontiguousarray(U, dtype=X[2].dtype)
+    if rows is None:
+        return spmm_t_full(X, Xt, p, U).astype(np.float64)
+    row_mask = np.zeros(X[0].shape[0] - 1, np.uint8)
+    row_mask[rows] = 1
+    return spmm_t(X, Xt, rows, row_mask, np.arange(p, dtype=np.int64), np.ones(p, np.uint8), U).astype(np.float64)
 
 
 # --------------------------------------------------------------------------- implicit SVD
 
 
-def _scaled_product(csr, rows_scale, cols_scale, mean, B):
-    """``(diag(r) X diag(w) − 1 μᵀ) B`` for CSR arrays of ``X`` without forming it."""
-    n = csr[0].shape[0] - 1
-    p = cols_scale.shape[0]
-    out = spmm(csr, np.arange(n, dtype=np.int64), np.ones(p, np.uint8), np.ascontiguousarray(cols_scale[:, None] * B))
-    out *= rows_scale[:, None]
+def _scaled_product(csr, rows_scale, cols_scale, mean, B, rows=None):
+    """``(diag(r) X diag(w) − 1 μᵀ) B`` (over ``rows``, all by default) for CSR arrays of ``X`` without forming it."""
+    out = _product(csr, cols_scale[:, None] * B, rows)
+    out *= rows_scale[:, None] if rows is None else rows_scale[rows, None]
     out -= mean @ B
     return out
 
 
-def implicit_svd(mod_X, mod_Xt, row_scale, col_scale, rank, rng, n_power_iter=3):
+def implicit_svd(mod_X, mod_Xt, row_scale, col_scale, rank, rng, n_power_iter=3, max_fit_rows=20_000):
     """Top ``rank`` left singular vectors × singular values of ``diag(r) X diag(w)``, column-centred.
 
     Randomized range finder (Halko et al.) with power iterations; the centred,
     scaled matrix is only ever applied to thin dense blocks. ``mod_Xt`` (the CSR
     of ``Xᵀ``) may be None: the transposed products then scatter from ``X``.
+
+    With more than ``max_fit_rows`` rows, the range finder and the SVD see a
+    random subset of that many rows, and every row is then projected on the
+    subset's top right singular vectors (one more pass over the data), so the
+    power iterations' cost stops growing with the number of cells.
     """
     n = mod_X[0].shape[0] - 1
     p = col_scale.shape[0]
-    mean = col_scale * spmm_t_full(mod_X, mod_Xt, p, row_scale[:, None].astype(np.float64))[:, 0] / n
+    mean = col_scale * _product_t(mod_X, mod_Xt, p, row_scale[:, None])[:, 0] / n
     mean = mean[None, :]
+    rows = None
+    if n > max_fit_rows:
+        rows = np.sort(rng.choice(n, size=max_fit_rows, replace=False)).astype(np.int64)
+    scale_rows = row_scale if rows is None else row_scale[rows]
 
     def M(B):
-        return _scaled_product(mod_X, row_scale, col_scale, mean, B)
+        return _scaled_product(mod_X, row_scale, col_scale, mean, B, rows)
 
     def MT(B):
-        out = spmm_t_full(mod_X, mod_Xt, p, np.ascontiguousarray(row_scale[:, None] * B))
+        out = _product_t(mod_X, mod_Xt, p, scale_rows[:, None] * B, rows)
         out *= col_scale[:, None]
         out -= mean.T @ B.sum(axis=0, keepdims=True)
         return out
 
-    ell = min(rank + 10, n, p)
+    m = n if rows is None else rows.shape[0]
+    ell = min(rank + 10, m, p)
     Q = M(rng.standard_normal((p, ell)))
     Q, _ = np.linalg.qr(Q)
     for _ in range(n_power_iter):
         Q, _ = np.linalg.qr(MT(Q))
         Q, _ = np.linalg.qr(M(Q))
     Bt = MT(Q)  # p × ell, = (Qᵀ M)ᵀ
-    Ub, s, _ = np.linalg.svd(Bt.T, full_matrices=False)
+    Ub, s, Vt = np.linalg.svd(Bt.T, full_matrices=False)
     k = min(rank, s.shape[0])
-    return (Q @ Ub[:, :k]) * s[:k]
+    if rows is None:
+        return (Q @ Ub[:, :k]) * s[:k]
+    return _scaled_product(mod_X, row_scale, col_scale, mean, np.ascontiguousarray(Vt[:k].T))
 
 
 # --------------------------------------------------------------------------- k-means
@@ -134,7 +169,7 @@ def _cluster_profiles(mod, labels, k):
     H = np.zeros((mod.n, k))
     H[np.arange(mod.n), labels] = 1.0
     counts = np.maximum(H.sum(axis=0), 1.0)
-    return spmm_t_full(mod.X, mod.Xt, mod.p, H / counts)
+    return _product_t(mod.X, mod.Xt, mod.p, H / counts)
 
 
 def _centered_corr(P, Q):
@@ -184,7 +219,7 @@ def fit_S_and_biases(mod, f: Factors, ridge=1e-6):
     """Least-squares ``S``, then closed-form biases, then ``S`` again given the biases (in place)."""
     n, p = mod.n, mod.p
     rows, mask = np.arange(n, dtype=np.int64), np.ones(p, np.uint8)
-    XV = spmm(mod.X, rows, mask, f.Cf).astype(np.float64)
+    XV = spmm(mod.X, rows, mask, f.Cf)  # cross_gram accumulates in float64
     CtC = kn.cross_gram(f.C, f.C)
     VtV = kn.cross_gram(f.Cf, f.Cf)
     K = CtC.shape[0]
@@ -269,7 +304,7 @@ def _spectral(problem, params, n_shared, n_rna_only, n_atac_only, rng, scale):
         labels[name] = kmeans(emb, k, rng)
     prof_rna = _cluster_profiles(rna, labels["rna"], k_r)  # genes × k_r
     prof_atac = _cluster_profiles(atac, labels["atac"], k_a)  # regions × k_a
-    ga = spmm(problem.A, np.arange(problem.n_genes, dtype=np.int64), np.ones(problem.n_regions, np.uint8), prof_atac)
+    ga = _product(problem.A, prof_atac)
     corr = _centered_corr(prof_rna, ga)
     rna_cols, atac_cols = match_clusters(corr, n_shared)
     for name, mod, cols, prof in (("rna", rna, rna_cols, prof_rna), ("atac", atac, atac_cols, prof_atac)):

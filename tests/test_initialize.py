@@ -1,29 +1,37 @@
 """The spectral initialisation: implicit SVD, k-means and the RNA/ATAC cluster matching."""
 
 import numpy as np
+import pytest
 import scipy.sparse as sp
 
 from fastjmt.initialize import implicit_svd, kmeans, match_clusters
 
 
-def test_implicit_svd_matches_dense_svd_of_the_scaled_centred_matrix():
-    rng = np.random.default_rng(0)
+def _block_matrix_and_dense_svd(rng):
     # five clear directions (block structure) plus sparse noise: a spectral gap after the fifth value
     groups = rng.integers(0, 6, 200)
     profiles = (rng.random((6, 60)) < 0.3) * 3.0
     X = sp.csr_matrix(profiles[groups]) + sp.random(200, 60, density=0.05, format="csr", random_state=1)
-    Xt = X.T.tocsr()
     r, w = rng.random(200) + 0.5, rng.random(60) + 0.5
-    emb = implicit_svd((X.indptr, X.indices, X.data), (Xt.indptr, Xt.indices, Xt.data), r, w, 5, rng,
-                       n_power_iter=6)
     D = r[:, None] * X.toarray() * w[None, :]
     D -= D.mean(0)
     U, s, _ = np.linalg.svd(D, full_matrices=False)
+    return X, r, w, U[:, :5], s[:5]
+
+
+# all rows, then a random subset of 120 of the 200 rows (every row projected on the subset's right vectors)
+@pytest.mark.parametrize("max_fit_rows, subspace_tol, value_rtol", [(20_000, 1e-2, 1e-3), (120, 5e-2, 1e-2)])
+def test_implicit_svd_matches_dense_svd_of_the_scaled_centred_matrix(max_fit_rows, subspace_tol, value_rtol):
+    rng = np.random.default_rng(0)
+    X, r, w, Q, s = _block_matrix_and_dense_svd(rng)
+    Xt = X.T.tocsr()
+    emb = implicit_svd((X.indptr, X.indices, X.data), (Xt.indptr, Xt.indices, Xt.data), r, w, 5, rng,
+                       n_power_iter=6, max_fit_rows=max_fit_rows)
+    assert emb.shape == (200, 5)
     # same subspace (components with close singular values may mix inside it) and same singular values
-    Q = U[:, :5]
     resid = emb - Q @ (Q.T @ emb)
-    assert np.linalg.norm(resid) < 1e-2 * np.linalg.norm(emb)
-    np.testing.assert_allclose(np.linalg.svd(emb, compute_uv=False), s[:5], rtol=1e-3)
+    assert np.linalg.norm(resid) < subspace_tol * np.linalg.norm(emb)
+    np.testing.assert_allclose(np.linalg.svd(emb, compute_uv=False), s, rtol=value_rtol)
 
 
 def test_kmeans_finds_separated_blobs():
