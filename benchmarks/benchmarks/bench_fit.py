@@ -1,86 +1,135 @@
-"""asv benchmarks: kernels, one epoch, whole fits, quality tracks.
+"""asv: block gradient steps, one epoch, whole fits (time and peak memory), quality tracks.
 
-JIT compilation happens in ``setup`` (a warm-up call), never in a timed method.
-Run from ``benchmarks/``: ``asv run --python=same --quick`` (current
-environment) or ``asv continuous main HEAD``.
+Sizes come from the profile in ``common.py``. JIT compilation happens in
+``setup`` (a warm-up call), never in a timed method. Run from ``benchmarks/``:
+``asv run --python=same --quick`` (current environment) or
+``asv continuous main HEAD``.
 """
 
 import warnings
 
+import numba
 import numpy as np
 
 import fastjmt
-from fastjmt import kernels as kn
-from fastjmt.objective import work_chunks
+from fastjmt.driver import Batch, Schedule, _cell_and_S_step, _epoch, _Epoch, _feature_step, _Stepper
+from fastjmt.initialize import initialize
+from fastjmt.objective import evaluate, feature_coupling
 
-SIZES = {"small": (2000, 1000, 3000), "medium": (10000, 2000, 10000)}
+from .common import THREADS, data, fit, problem
 
-
-def _data(size, layout=None):
-    n, g, r = SIZES[size]
-    layout = layout or dict(n_shared=5)
-    return fastjmt.simulate(n_rna=n, n_atac=n, n_genes=g, n_regions=r, separation=0.6, random_state=0, **layout)
+K = 10
 
 
-def _fit(d, **kw):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", fastjmt.ConvergenceWarning)
-        return fastjmt.fit(d.rna, d.atac, d.gene_activity, n_shared=d.n_shared, n_rna_only=d.n_rna_only,
-                           n_atac_only=d.n_atac_only, **kw)
+class _Prepared:
+    """A prepared problem with random factors and an Adam stepper (full batches)."""
+
+    def _prepare(self, dtype, threads=None, low_memory=False):
+        self.problem = problem(K, dtype, low_memory)
+        self.sched = Schedule()
+        self.params = initialize(self.problem, K, 0, 0, "random", np.random.default_rng(0))
+        self.step = _Stepper(self.sched, self.params)
+        self.rng = np.random.default_rng(1)
+        self._threads = numba.get_num_threads()
+        if threads is not None:
+            numba.set_num_threads(threads)
+
+    def _epoch_state(self, name):
+        mod = self.problem.modality(name)
+        return _Epoch(self.problem, name, self.params[name], Batch.whole(mod.n, mod.p))
+
+    def teardown(self, *_):
+        numba.set_num_threads(self._threads)
 
 
-class SpMM:
-    """The CSR × dense kernel against scipy's product, K columns, float32/float64."""
+class BlockGradients(_Prepared):
+    """Each block's hand-derived gradient step (full batch), and the loss/every gradient at once."""
 
-    params = ([8, 32], ["float32", "float64"])
-    param_names = ["K", "dtype"]
+    params = (["float32", "float64"],)
+    param_names = ["dtype"]
 
-    def setup(self, K, dtype):
-        d = _data("medium")
-        self.X = d.atac.astype(dtype)
-        self.B = np.random.default_rng(0).random((self.X.shape[1], K)).astype(dtype)
-        self.rows = np.arange(self.X.shape[0], dtype=np.int64)
-        self.mask = np.ones(self.X.shape[1], np.uint8)
-        self.out = np.empty((self.X.shape[0], K), dtype)
-        self.time_fastjmt_spmm()  # compile
+    def setup(self, dtype):
+        self._prepare(dtype)
+        self.ep = {m: self._epoch_state(m) for m in ("atac", "rna")}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for name in ("time_cell_and_S_step_atac", "time_cell_and_S_step_rna", "time_feature_step_atac",
+                         "time_feature_step_rna", "time_feature_coupling", "time_loss", "time_loss_and_all_gradients"):
+                getattr(self, name)(dtype)
 
-    def time_fastjmt_spmm(self, *_):
-        X = self.X
-        kn.spmm_rows(X.indptr, X.indices, X.data, self.rows, self.mask, self.B, self.out, work_chunks())
+    def time_cell_and_S_step_atac(self, dtype):
+        _cell_and_S_step(self.problem, "atac", self.ep["atac"], self.params["rna"].S, self.step, 1)
 
-    def time_scipy_spmm(self, *_):
-        self.X @ self.B
+    def time_cell_and_S_step_rna(self, dtype):
+        _cell_and_S_step(self.problem, "rna", self.ep["rna"], self.params["atac"].S, self.step, 1)
+
+    def time_feature_step_atac(self, dtype):
+        _, _, g = feature_coupling(self.problem, self.params["rna"].Cf, self.params["atac"].Cf)
+        _feature_step(self.problem, "atac", self.ep["atac"], g, self.step, 1)
+
+    def time_feature_step_rna(self, dtype):
+        _, g, _ = feature_coupling(self.problem, self.params["rna"].Cf, self.params["atac"].Cf)
+        _feature_step(self.problem, "rna", self.ep["rna"], g, self.step, 1)
+
+    def time_feature_coupling(self, dtype):
+        feature_coupling(self.problem, self.params["rna"].Cf, self.params["atac"].Cf)
+
+    def time_loss(self, dtype):
+        evaluate(self.problem, self.params, with_grad=False)
+
+    def time_loss_and_all_gradients(self, dtype):
+        evaluate(self.problem, self.params, with_grad=True)
+
+
+class Epoch(_Prepared):
+    """One full-batch epoch (every block once), 1 thread and all, default and ``low_memory`` layouts."""
+
+    params = (["float32", "float64"], THREADS, [False, True])
+    param_names = ["dtype", "threads", "low_memory"]
+
+    def setup(self, dtype, threads, low_memory):
+        self._prepare(dtype, threads, low_memory)
+        self.time_epoch(dtype, threads, low_memory)
+
+    def time_epoch(self, *_):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            _epoch(self.problem, self.params, self.sched, self.step, self.rng, 1)
+
+    def peakmem_epoch(self, *_):
+        self.time_epoch()
 
 
 class Fit:
-    """Whole fits (fixed epochs, so times compare) and their memory."""
+    """Whole fits of a fixed number of epochs (so times compare), their memory, 1 thread and all."""
 
-    params = (["small", "medium"], ["float32", "float64"])
-    param_names = ["size", "dtype"]
-    timeout = 600
+    params = (["float32", "float64"], THREADS)
+    param_names = ["dtype", "threads"]
+    timeout = 1800
+    epochs = 30
 
-    def setup(self, size, dtype):
-        self.d = _data(size)
-        _fit(self.d, max_iter=2, dtype=dtype)  # compile
+    def setup(self, dtype, threads):
+        self.d = data()
+        fit(self.d, max_iter=2, dtype=dtype, n_threads=threads)  # compile
 
-    def time_fit_50_epochs(self, size, dtype):
-        _fit(self.d, max_iter=50, tol=0.0, dtype=dtype)
+    def time_fit(self, dtype, threads):
+        fit(self.d, max_iter=self.epochs, tol=0.0, dtype=dtype, n_threads=threads)
 
-    def peakmem_fit_50_epochs(self, size, dtype):
-        _fit(self.d, max_iter=50, tol=0.0, dtype=dtype)
+    def peakmem_fit(self, dtype, threads):
+        fit(self.d, max_iter=self.epochs, tol=0.0, dtype=dtype, n_threads=threads)
 
 
 class Quality:
-    """Pooled ARI of default fits on the simulator (tracked so that a regression shows)."""
+    """Default fits on the simulator, tracked so that a regression in quality or speed of convergence shows."""
 
     params = (["equal", "rna3_atac2"],)
     param_names = ["scenario"]
-    timeout = 600
+    timeout = 1800
 
     def setup(self, scenario):
         layout = dict(n_shared=5) if scenario == "equal" else dict(n_shared=2, n_rna_only=1)
-        self.d = _data("small", layout)
-        self.res = _fit(self.d, random_state=0)
+        self.d = data(**layout)
+        self.res = fit(self.d, random_state=0)
 
     def track_ari_pooled(self, scenario):
         return fastjmt.pooled_scores(self.res, self.d.rna_labels, self.d.atac_labels)["ari_pooled"]
@@ -90,3 +139,8 @@ class Quality:
 
     def track_final_loss(self, scenario):
         return self.res.loss
+
+    def track_fit_seconds(self, scenario):
+        return self.res.fit_seconds
+
+    track_fit_seconds.unit = "seconds"
