@@ -29,6 +29,7 @@ from fastjmt import kernels as kn
 from fastjmt.api import build_problem
 from fastjmt.driver import Schedule, _epoch, _Stepper
 from fastjmt.initialize import initialize
+from fastjmt.objective import spmm, spmm_t_full
 from fastjmt import preprocess as pp
 
 
@@ -107,8 +108,6 @@ def main(argv=None):
             t_products = 0.0
             for name in ("atac", "rna"):
                 mod, f = prob.modality(name), params[name]
-                from fastjmt.objective import spmm, spmm_t_full
-
                 rows, cm = np.arange(mod.n, dtype=np.int64), np.ones(mod.p, np.uint8)
                 t_products += best(lambda: spmm(mod.X, rows, cm, f.Cf), a.repeat)
                 t_products += best(lambda: spmm_t_full(mod.X, mod.Xt, mod.p, f.C), a.repeat)
