@@ -16,6 +16,7 @@ from .dense import (
     small_matmul,
     weighted_colsum,
 )
+from .neighbors import mnn_average
 from .optim import adam_rows, sgd_rows
 from .softmax import softmax_backward, softmax_rows
 from .sparse import masked_row_sums, nnz_balanced_bounds, scale_rows_inplace, spmm_rows, spmm_t_rows
@@ -31,6 +32,7 @@ __all__ = [
     "cross_gram",
     "frob_dot",
     "masked_row_sums",
+    "mnn_average",
     "nnz_balanced_bounds",
     "recon_grad_u",
     "sgd_rows",
