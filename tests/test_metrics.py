@@ -31,3 +31,30 @@ def test_nmi_known_values():
 def test_length_mismatch():
     with pytest.raises(ValueError):
         adjusted_rand_index([0, 1], [0])
+
+
+def test_wrong_modality_share_counts_cells_in_other_modality_types():
+    from fastjmt.metrics import wrong_modality_share
+
+    true_rna = np.array(["a", "a", "b", "b", "r", "r"])  # "r": RNA-only type
+    true_atac = np.array(["a", "b", "b", "a"])
+    pred_rna = np.array([0, 0, 1, 1, 2, 2])
+    pred_atac = np.array([0, 1, 2, 2])  # two ATAC cells land in the cluster named "r"
+    a_in_r, r_in_a = wrong_modality_share(true_rna, true_atac, pred_rna, pred_atac)
+    assert a_in_r == 0.5
+    assert r_in_a == 0.0
+    # an ATAC-only type the other way round
+    a_in_r, r_in_a = wrong_modality_share(true_atac, true_rna, pred_atac, pred_rna)
+    assert (a_in_r, r_in_a) == (0.0, 0.5)
+
+
+def test_integration_scores_pooled_needs_one_label_space():
+    from fastjmt.metrics import integration_scores
+
+    t = np.array(["x"] * 5 + ["y"] * 5)
+    s = integration_scores(t, t, np.r_[[0] * 5, [1] * 5], np.r_[[1] * 5, [0] * 5])  # swapped columns in ATAC
+    assert s["ari_rna"] == 1.0 and s["ari_atac"] == 1.0
+    assert s["ari_pooled"] < 0.1
+    assert s["n_clusters"] == 2
+    s = integration_scores(t, t, np.r_[[0] * 5, [1] * 5], np.r_[[0] * 5, [1] * 5])
+    assert s["ari_pooled"] == 1.0 and s["nmi_pooled"] == pytest.approx(1.0)
