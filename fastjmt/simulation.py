@@ -129,6 +129,31 @@ def _sample_sparse(rng, probs, labels, totals, p, burst, dtype, chunk=5000):
                          shape=(labels.shape[0], p))
 
 
+def _type_labels(types, n, proportions):
+    """``n`` type labels in a fixed order (shuffled by the caller): evenly spread, or in the given proportions."""
+    if proportions is None:
+        return types[np.arange(n) % types.size]
+    w = proportions[types] / proportions[types].sum()
+    counts = np.floor(w * n).astype(np.int64)
+    counts[np.argsort(-(w * n - counts), kind="stable")[: n - counts.sum()]] += 1  # largest remainders
+    counts = np.maximum(counts, 1) if n >= types.size else counts
+    counts[np.argmax(counts)] -= counts.sum() - n
+    return np.repeat(types, counts)
+
+
+def _add_atac_noise(rng, R, fraction):
+    """Move ``fraction`` of every cell's open regions to uniformly random regions (nnz per cell kept)."""
+    if fraction <= 0:
+        return R
+    R = R.tocsr(copy=True)
+    move = rng.random(R.nnz) < fraction
+    R.indices[move] = rng.integers(0, R.shape[1], size=int(move.sum())).astype(R.indices.dtype)
+    R.has_sorted_indices = False
+    R.sum_duplicates()  # a random region may hit one already open: keep it a single 1
+    R.data[:] = 1
+    return R
+
+
 def simulate(
     n_rna: int = 2000,
     n_atac: int = 2000,
@@ -144,6 +169,8 @@ def simulate(
     random_state: int | None = 0,
     dtype=np.float32,
     sampling: str = "auto",
+    proportions=None,
+    atac_noise: float = 0.0,
 ) -> SimulatedData:
     """Simulate unpaired RNA and ATAC cells from shared and modality-specific types.
 
@@ -177,6 +204,15 @@ def simulate(
         genes drawn in proportion to expression (overdispersed counts).
         ``"auto"`` uses ``"sparse"`` when a modality has more than 2 × 10⁸
         entries (atlas sizes), else ``"dense"``.
+    proportions : sequence of float, optional
+        Relative abundance of each type (length ``n_shared + n_rna_only +
+        n_atac_only``, in the column order of the fit), applied in both
+        modalities: e.g. ``[1, 1, 1, 1, 0.1]`` makes the last shared type rare.
+        Default: types equally abundant.
+    atac_noise : float, default 0
+        Noisier ATAC: this fraction of each ATAC cell's open regions is moved
+        to regions drawn uniformly at random (same number of nonzeros,
+        weaker signal).
 
     Returns
     -------
@@ -189,6 +225,12 @@ def simulate(
         raise ValueError("each modality needs at least one type")
     rng = np.random.default_rng(random_state)
     T = n_shared + n_rna_only + n_atac_only
+    if proportions is not None:
+        proportions = np.asarray(proportions, dtype=np.float64)
+        if proportions.shape != (T,) or not np.all(np.isfinite(proportions)) or np.any(proportions <= 0):
+            raise ValueError(f"proportions must be {T} positive numbers (one per type), got {proportions!r}")
+    if not (0.0 <= float(atac_noise) < 1.0):
+        raise ValueError(f"atac_noise must be in [0, 1), got {atac_noise!r}")
     rna_types = np.r_[np.arange(n_shared), n_shared + np.arange(n_rna_only)]
     atac_types = np.r_[np.arange(n_shared), n_shared + n_rna_only + np.arange(n_atac_only)]
 
@@ -222,8 +264,8 @@ def simulate(
     expr = np.exp(log_expr - log_expr.max(axis=1, keepdims=True))
     expr /= expr.sum(axis=1, keepdims=True)
 
-    rna_lab = rna_types[np.arange(n_rna) % rna_types.size]
-    atac_lab = atac_types[np.arange(n_atac) % atac_types.size]
+    rna_lab = _type_labels(rna_types, n_rna, proportions)
+    atac_lab = _type_labels(atac_types, n_atac, proportions)
     rng.shuffle(rna_lab)
     rng.shuffle(atac_lab)
 
@@ -237,6 +279,7 @@ def simulate(
         acc_mean = acc.sum(axis=1)
         R = _sample_sparse(rng, acc, atac_lab, rng.poisson(depth * acc_mean[atac_lab]), n_regions, 1, dtype)
         R.data[:] = 1
+        R = _add_atac_noise(rng, R, atac_noise)
         names = np.array([f"type_{t}" for t in range(T)])
         return SimulatedData(G, R, A, names[rna_lab], names[atac_lab], n_shared, n_rna_only, n_atac_only)
 
@@ -254,6 +297,7 @@ def simulate(
         p_open = _sigmoid(acc_logit[atac_lab[a:b]] + np.log(depth)[:, None])
         blocks.append(sp.csr_matrix((rng.random(p_open.shape) < p_open).astype(dtype)))
     R = sp.vstack(blocks, format="csr")
+    R = _add_atac_noise(rng, R, atac_noise)
 
     names = np.array([f"type_{t}" for t in range(T)])
     return SimulatedData(G, R, A, names[rna_lab], names[atac_lab], n_shared, n_rna_only, n_atac_only)

@@ -45,3 +45,29 @@ def test_bad_arguments():
         fastjmt.simulate(n_rna=0)
     with pytest.raises(ValueError):
         fastjmt.simulate(n_shared=0, n_rna_only=0, n_atac_only=1)
+
+
+def test_proportions_make_a_rare_type_in_both_modalities():
+    d = fastjmt.simulate(n_rna=500, n_atac=400, n_genes=50, n_regions=100, n_shared=4, n_rna_only=1,
+                         proportions=[1, 1, 1, 0.1, 1], random_state=0)
+    _, nr = np.unique(d.rna_labels, return_counts=True)
+    assert nr.sum() == 500 and dict(zip(*np.unique(d.rna_labels, return_counts=True)))["type_3"] == 12
+    counts_a = dict(zip(*np.unique(d.atac_labels, return_counts=True)))
+    assert sum(counts_a.values()) == 400 and counts_a["type_3"] == 13 and "type_4" not in counts_a
+    with pytest.raises(ValueError, match="proportions"):
+        fastjmt.simulate(n_shared=2, proportions=[1, 0])
+    with pytest.raises(ValueError, match="proportions"):
+        fastjmt.simulate(n_shared=2, proportions=[1, 1, 1])
+
+
+def test_atac_noise_moves_open_regions_and_keeps_binary():
+    kw = dict(n_rna=50, n_atac=300, n_genes=40, n_regions=500, random_state=3)
+    clean = fastjmt.simulate(**kw)
+    noisy = fastjmt.simulate(atac_noise=0.5, **kw)
+    assert (clean.rna != noisy.rna).nnz == 0  # only ATAC changes
+    assert set(np.unique(noisy.atac.data)) == {1.0}
+    overlap = clean.atac.multiply(noisy.atac).nnz / clean.atac.nnz
+    assert 0.4 < overlap < 0.65  # about half the open regions kept (plus chance hits)
+    assert 0.9 < noisy.atac.nnz / clean.atac.nnz <= 1.0
+    with pytest.raises(ValueError, match="atac_noise"):
+        fastjmt.simulate(atac_noise=1.0)
