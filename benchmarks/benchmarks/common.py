@@ -16,6 +16,7 @@ there, so Numba compiles (or loads its cache) before any timed method runs.
 from __future__ import annotations
 
 import os
+import sys
 import warnings
 
 import numba
@@ -26,6 +27,9 @@ from fastjmt import preprocess as pp
 from fastjmt.api import build_problem
 
 PROFILE = os.environ.get("FASTJMT_BENCH_PROFILE", "fast")
+
+# benchmarks/ itself (protocol.py, evaluate.py) importable from the suites
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 #: cells per modality, genes, regions, RNA depth, ATAC accessibility
 SIZES = {
@@ -42,13 +46,16 @@ THREADS = sorted({1, numba.config.NUMBA_NUM_THREADS})
 _DATA = {}
 
 
-def data(n_shared=8, n_rna_only=0, separation=0.6):
-    """Simulated data of the current profile (memoised within one benchmark process)."""
-    key = (n_shared, n_rna_only, separation)
+def data(n_shared=8, n_rna_only=0, separation=0.6, **extra):
+    """Simulated data of the current profile (memoised within one benchmark process).
+
+    ``extra`` goes to :func:`fastjmt.simulate` (e.g. ``atac_noise``, ``proportions`` as a tuple).
+    """
+    key = (n_shared, n_rna_only, separation, tuple(sorted(extra.items())))
     if key not in _DATA:
         _DATA[key] = fastjmt.simulate(n_shared=n_shared, n_rna_only=n_rna_only, separation=separation,
                                       sampling="sparse" if PROFILE == "large" else "auto", random_state=0,
-                                      **SIZES)
+                                      **SIZES, **extra)
     return _DATA[key]
 
 
