@@ -15,7 +15,7 @@ from typing import Optional, Tuple
 
 import numpy as np
 
-from .postprocess import _check_pair, _nearest
+from .postprocess import _check_pair, cross_neighbors
 from ._threads import resolve_n_threads
 
 __all__ = ["cluster_cells", "knn_edges"]
@@ -27,16 +27,19 @@ def knn_edges(E, n_neighbors: int = 15, n_threads: Optional[int] = None) -> np.n
     """Undirected edges of the k-nearest-neighbour graph of the rows of ``E`` (self loops dropped).
 
     Returns an int64 array of shape (n_edges, 2) with ``i < j`` in every row and
-    no duplicate; O(n · n_neighbors) memory (KD-tree search).
+    no duplicate; O(n · n_neighbors) memory. The neighbours are exact (KD-tree)
+    up to 5,000 rows and approximate above (random-projection forest, as in
+    :func:`fastjmt.mnn_correct`).
     """
     E = np.ascontiguousarray(E)
     n = E.shape[0]
-    _, idx = _nearest(E, E, min(int(n_neighbors) + 1, n), resolve_n_threads(n_threads))
+    _, idx, _ = cross_neighbors(E, E, min(int(n_neighbors) + 1, n), resolve_n_threads(n_threads))
     src = np.repeat(np.arange(n, dtype=np.int64), idx.shape[1])
     dst = idx.ravel()
-    keep = src != dst
+    keep = (src != dst) & (dst >= 0)
     lo, hi = np.minimum(src[keep], dst[keep]), np.maximum(src[keep], dst[keep])
-    return np.unique(np.stack([lo, hi], axis=1), axis=0)
+    key = np.unique(lo * n + hi)  # one int64 per undirected edge: a 1-D unique is much faster than rows
+    return np.stack([key // n, key % n], axis=1)
 
 
 def _igraph():
@@ -54,7 +57,7 @@ def _communities(edges: np.ndarray, n: int, method: str, resolution: float, seed
     igraph.set_random_number_generator(random.Random(seed))
     try:
         if method == "leiden":
-            part = g.community_leiden(objective_function="modularity", resolution=resolution, n_iterations=-1)
+            part = g.community_leiden(objective_function="modularity", resolution=resolution, n_iterations=2)
         else:
             part = g.community_multilevel(resolution=resolution)
     finally:

@@ -134,3 +134,81 @@ def test_quantile_normalize_leaves_small_clusters_alone():
     assert not np.allclose(a[5:], Ca[5:])
     with pytest.raises(ValueError, match="n_quantiles"):
         fastjmt.quantile_normalize(Cr, Ca, n_quantiles=1)
+
+
+def test_rp_tree_leaves_partition_points():
+    rng = np.random.default_rng(6)
+    X = rng.random((1000, 5))
+    X[:300] = X[0]  # 300 duplicates: a node that cannot be split by a hyperplane is halved
+    leaf_of = np.empty(1000, dtype=np.int64)
+    n_leaves = kn.rp_tree_leaves(X, 40, 7, leaf_of)
+    sizes = np.bincount(leaf_of, minlength=n_leaves)
+    assert sizes.size == n_leaves and sizes.sum() == 1000
+    assert sizes.max() <= 40 and sizes.min() >= 1
+    again = np.empty_like(leaf_of)
+    assert kn.rp_tree_leaves(X, 40, 7, again) == n_leaves
+    np.testing.assert_array_equal(leaf_of, again)  # same seed, same tree
+    # nearby points tend to share a leaf: a leaf is much tighter than the whole set
+    spread = np.mean([X[leaf_of == l].std(0).mean() for l in range(n_leaves) if sizes[l] > 5])
+    assert spread < 0.6 * X[300:].std(0).mean()
+    forest = np.empty((3, 1000), dtype=np.int64)
+    counts = kn.rp_forest_leaves(X, 40, np.array([7, 8, 9]), forest)
+    assert counts[0] == n_leaves
+    np.testing.assert_array_equal(forest[0], leaf_of)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_bipartite_knn_update_matches_numpy(dtype):
+    rng = np.random.default_rng(7)
+    A, B = rng.random((50, 3)).astype(dtype), rng.random((40, 3)).astype(dtype)
+    leaf_of = rng.integers(0, 6, 90)  # an arbitrary partition of the 90 points into 6 leaves
+    members = np.argsort(leaf_of, kind="stable")
+    leaf_start = np.searchsorted(leaf_of[members], np.arange(7))
+    k = 4
+    a_dist, a_idx = np.full((50, k), np.inf, dtype), np.full((50, k), -1, np.int64)
+    b_dist, b_idx = np.full((40, k), np.inf, dtype), np.full((40, k), -1, np.int64)
+    for _ in range(2):  # a second pass offers the same pairs again: lists must not take duplicates
+        kn.bipartite_knn_update(A, B, leaf_start, members, a_dist, a_idx, b_dist, b_idx)
+    D = ((A[:, None].astype(np.float64) - B[None]) ** 2).sum(-1)
+    same = leaf_of[:50, None] == leaf_of[None, 50:]
+    Dm = np.where(same, D, np.inf)
+    for P, dist, idx in ((Dm, a_dist, a_idx), (Dm.T, b_dist, b_idx)):
+        for i in range(P.shape[0]):
+            order = np.argsort(P[i], kind="stable")[:k]
+            order = order[np.isfinite(P[i, order])]
+            np.testing.assert_array_equal(idx[i, :order.size], order)
+            assert np.all(idx[i, order.size:] == -1)
+            np.testing.assert_allclose(dist[i, :order.size], P[i, order], rtol=1e-6)
+
+
+def test_forest_with_one_leaf_is_exact_and_large_inputs_close_to_exact():
+    from fastjmt.postprocess import cross_neighbors
+
+    rng = np.random.default_rng(8)
+    A, B = rng.random((200, 4)), rng.random((150, 4))
+    d_ex, i_ex, b_ex = cross_neighbors(A, B, 5, 1, exact=True)
+    d_f, i_f, b_f = cross_neighbors(A, B, 5, 1, exact=False, n_trees=1, leaf_size=1000)
+    np.testing.assert_array_equal(i_f, i_ex)
+    np.testing.assert_array_equal(b_f, b_ex)
+    np.testing.assert_allclose(d_f, d_ex, rtol=1e-12)
+    # many points: the default forest finds most exact neighbours
+    centers = rng.dirichlet(np.ones(8), 8) * 3
+    A = centers[rng.integers(0, 8, 3000)] + 0.1 * rng.standard_normal((3000, 8))
+    B = centers[rng.integers(0, 8, 3000)] + 0.1 * rng.standard_normal((3000, 8))
+    _, i_ex, _ = cross_neighbors(A, B, 10, 2, exact=True)
+    _, i_f, _ = cross_neighbors(A, B, 10, 2, exact=False)
+    recall = np.mean([len(set(x) & set(y)) / 10 for x, y in zip(i_ex, i_f)])
+    assert recall > 0.9
+
+
+def test_mnn_correct_approximate_search_agrees_with_exact():
+    rng = np.random.default_rng(9)
+    centers = np.eye(6)
+    Cr, _ = _blobs(rng, 2000, centers, 0.1)
+    Ca, _ = _blobs(rng, 2000, centers + 0.05, 0.1)
+    exact, n_ex = fastjmt.mnn_correct(Ca, Cr, exact=True)
+    approx, n_ap = fastjmt.mnn_correct(Ca, Cr, exact=False, random_state=3)
+    again, _ = fastjmt.mnn_correct(Ca, Cr, exact=False, random_state=3)
+    np.testing.assert_array_equal(approx, again)  # seeded
+    assert np.mean(exact.argmax(1) == approx.argmax(1)) > 0.99
+    assert np.abs(n_ex - n_ap).mean() < 2

@@ -16,7 +16,7 @@ from .dense import (
     small_matmul,
     weighted_colsum,
 )
-from .neighbors import mnn_average
+from .neighbors import bipartite_knn_update, mnn_average, rp_forest_leaves, rp_tree_leaves
 from .optim import adam_rows, sgd_rows
 from .softmax import softmax_backward, softmax_rows
 from .sparse import masked_row_sums, nnz_balanced_bounds, scale_rows_inplace, spmm_rows, spmm_t_rows
@@ -33,6 +33,9 @@ __all__ = [
     "frob_dot",
     "masked_row_sums",
     "mnn_average",
+    "bipartite_knn_update",
+    "rp_forest_leaves",
+    "rp_tree_leaves",
     "nnz_balanced_bounds",
     "recon_grad_u",
     "sgd_rows",
