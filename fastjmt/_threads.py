@@ -49,10 +49,10 @@ def _threading_layer() -> str:
     try:
         return numba.threading_layer()
     except ValueError:
-        from .kernels import frob_dot
+        from .kernels import cross_gram
 
         # float32, the default dtype: a default fit needs this specialisation anyway
-        frob_dot(np.zeros((1, 1), np.float32), np.zeros((1, 1), np.float32))
+        cross_gram(np.zeros((1, 1), np.float32), np.zeros((1, 1), np.float32))
         return numba.threading_layer()
 
 

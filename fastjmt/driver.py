@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -31,19 +31,18 @@ from .objective import (
     TERMS,
     Batch,
     Factors,
-    add_cell_penalty_grads,
     entropy_mean,
     Problem,
     closed_form_bias,
     cosine_and_grads,
     evaluate,
     feature_coupling,
+    frob,
     mask_value,
     matmul,
     recon_grad,
     recon_value,
     side_stats,
-    softmax,
     spmm,
     spmm_t,
     total_loss,
@@ -110,14 +109,46 @@ class _Stepper:
                 self.steps[key] = 0
 
     def __call__(self, key: str, P: np.ndarray, G: np.ndarray, rows: np.ndarray):
+        """A step on a small block (the K × K association matrices), in NumPy."""
         self.steps[key] += 1
-        G = np.ascontiguousarray(G, dtype=P.dtype)
+        G = np.asarray(G, dtype=P.dtype)
+        lr = self.s.learning_rate
         if self.s.optimizer == "adam":
             M, V = self.state[key]
-            kn.adam_rows(P, G, M, V, rows, self.s.learning_rate, self.s.beta1, self.s.beta2, self.s.eps,
-                         self.steps[key])
+            t = self.steps[key]
+            M[rows] = self.s.beta1 * M[rows] + (1.0 - self.s.beta1) * G
+            V[rows] = self.s.beta2 * V[rows] + (1.0 - self.s.beta2) * G * G
+            m_hat = M[rows] / (1.0 - self.s.beta1 ** t)
+            v_hat = V[rows] / (1.0 - self.s.beta2 ** t)
+            P[rows] -= (lr * m_hat / (np.sqrt(v_hat) + self.s.eps)).astype(P.dtype)
         else:
-            kn.sgd_rows(P, G, rows, self.s.learning_rate)
+            P[rows] -= (lr * G).astype(P.dtype)
+
+    def logits(self, key: str, Z: np.ndarray, rows: np.ndarray, C: np.ndarray, G: np.ndarray, M=None, extra=None,
+               extra_coef: float = 0.0, mask_cols=None, mask_coef: float = 0.0, ent_coef: float = 0.0) -> np.ndarray:
+        """One fused step on the logit rows ``rows`` of ``Z``; returns their new memberships (kernel ``logit_step_rows``).
+
+        ``G`` is the gradient with respect to ``U = C M`` when ``M`` is given (so the
+        gradient with respect to C is ``G Mᵀ``), else with respect to C itself.
+        """
+        self.steps[key] += 1
+        dt = Z.dtype
+        out = np.empty((rows.size, Z.shape[1]), dtype=dt)
+        G = np.ascontiguousarray(G, dtype=dt)
+        adam = self.s.optimizer == "adam"
+        Mom, Var = self.state[key] if adam else (Z, Z)
+        kn.logit_step_rows(
+            G, np.ascontiguousarray(M if M is not None else _NO_MATRIX, dtype=dt), M is not None,
+            G if extra is None else np.ascontiguousarray(extra, dtype=dt), float(extra_coef),
+            np.ascontiguousarray(C, dtype=dt), _NO_COLUMNS if mask_cols is None else mask_cols, float(mask_coef),
+            float(ent_coef), Z, Mom, Var, rows, self.s.learning_rate, self.s.beta1, self.s.beta2, self.s.eps,
+            self.steps[key], adam, out)
+        return out
+
+
+#: placeholders for the optional arguments of ``logit_step_rows``
+_NO_MATRIX = np.zeros((1, 1))
+_NO_COLUMNS = np.zeros(0, dtype=np.int64)
 
 
 def _check_finite(arr: np.ndarray, block: str, it: int):
@@ -198,14 +229,11 @@ def _cell_and_S_step(problem, name, ep: _Epoch, other_S, step: _Stepper, it: int
     XV = spmm(ep.mod.X, I, ep.batch.col_mask, f.Cf)
     C_I = ep.take(f.C, I)
 
-    # cell logits
+    # cell logits: recon gradient through S, mask and entropy terms, softmax, optimiser, new memberships
     gU = recon_grad(XV, matmul(C_I, f.S), sv, b_I, ep.coef)
-    gC = matmul(gU, f.S.T)
-    add_cell_penalty_grads(gC, C_I, ep.mod.masked_cols, problem.a5, problem.a6)
-    kn.softmax_backward(C_I, gC, gC)
-    step("Z_" + name, f.Z, gC, I)
-    C_I = np.empty_like(C_I)
-    kn.softmax_rows(f.Z, I, C_I)
+    cols = ep.mod.masked_cols if problem.a5 else None
+    C_I = step.logits("Z_" + name, f.Z, I, C_I, gU, M=f.S, mask_cols=cols, mask_coef=2.0 * problem.a5 / I.size,
+                      ent_coef=problem.a6 / I.size)
     _check_finite(C_I, "Z_" + name, it)
     ep.put(f.C, I, C_I)
 
@@ -231,18 +259,14 @@ def _feature_step(problem, name, ep: _Epoch, g_coupling, step: _Stepper, it: int
     su = side_stats(U_I, b_I)
     V_J = ep.take(f.Cf, J)
     gV = recon_grad(XtU, V_J, su, c_J, ep.coef)
-    kn.axpby(1.0, gV, -problem.a4, ep.take(g_coupling, J), gV)
-    kn.softmax_backward(V_J, gV, gV)
-    step("Zf_" + name, f.Zf, gV, J)
-    V_J = np.empty_like(V_J)
-    kn.softmax_rows(f.Zf, J, V_J)
+    V_J = step.logits("Zf_" + name, f.Zf, J, V_J, gV, extra=ep.take(g_coupling, J), extra_coef=-problem.a4)
     _check_finite(V_J, "Zf_" + name, it)
     ep.put(f.Cf, J, V_J)
 
     _refit_biases(ep.mod, f, cells_first=False, U=U_I if ep.batch.full else None)
     if not ep.batch.full:
         return None
-    bil = kn.frob_dot(V_J, XtU)
+    bil = frob(V_J, XtU)
     su, sv = side_stats(U_I, f.b), side_stats(V_J, f.c)
     return ep.mod.weight * recon_value(ep.sq_norm, bil, ep.row_sums, ep.col_sums, U_I, su, V_J, sv, f.b, f.c)
 

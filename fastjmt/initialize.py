@@ -149,7 +149,8 @@ def kmeans(X, k, rng, n_init=10, max_iter=100, max_fit_rows=20_000):
             if prev is not None and np.array_equal(prev, labels):
                 break
             prev = labels.copy()
-            sums, counts = kn.cluster_sums(X, labels, k)
+            counts = np.bincount(labels, minlength=k).astype(np.float64)
+            sums = np.stack([np.bincount(labels, weights=X[:, j], minlength=k) for j in range(X.shape[1])], axis=1)
             empty = counts == 0
             centers[~empty] = sums[~empty] / counts[~empty, None]
             if empty.any():  # re-seed empty clusters at the worst-fitted points

@@ -125,16 +125,28 @@ class Batch:
 
 def softmax(Z: np.ndarray) -> np.ndarray:
     """Row-wise softmax of ``Z`` (a new array)."""
-    out = np.empty_like(Z)
-    kn.softmax_rows(Z, np.arange(Z.shape[0], dtype=np.int64), out)
-    return out
+    # NumPy, not kernels.softmax_rows: it runs once per fit (the start), and a fit
+    # then needs one kernel fewer compiled (the steps use kernels.logit_step_rows)
+    E = np.exp(Z - Z.max(axis=1, keepdims=True))
+    E /= E.sum(axis=1, keepdims=True)
+    return E.astype(Z.dtype, copy=False)
 
 
 def matmul(A: np.ndarray, M: np.ndarray) -> np.ndarray:
     """``A @ M`` for tall ``A`` and small ``M``, in ``A``'s dtype."""
-    out = np.empty((A.shape[0], M.shape[1]), dtype=A.dtype)
-    kn.small_matmul(A, np.ascontiguousarray(M, dtype=A.dtype), out)
-    return out
+    # a tall-skinny times K × K product is BLAS's job (one BLAS thread inside a fit, see
+    # _threads.fit_threads); a Numba kernel for it would only add compile time
+    return np.dot(A, np.ascontiguousarray(M, dtype=A.dtype))
+
+
+def frob(A: np.ndarray, B: np.ndarray) -> float:
+    """``⟨A, B⟩ = tr(AᵀB)`` in float64, through ``kernels.cross_gram``.
+
+    K times the flops of a plain dot product, but the fit already compiles
+    ``cross_gram`` (Gram matrices) and this keeps a first fit from compiling one
+    more parallel kernel; the K × K product is cheap next to a sparse product.
+    """
+    return float(np.trace(kn.cross_gram(np.ascontiguousarray(A), np.ascontiguousarray(B))))
 
 
 def work_chunks() -> int:
@@ -191,10 +203,15 @@ class SideStats:
 
 def side_stats(M: np.ndarray, bias: np.ndarray) -> SideStats:
     """Summaries of a tall factor ``M`` and the bias vector on the same axis."""
+    W = np.empty((M.shape[0], 2), dtype=M.dtype)  # [1, bias]: Mᵀ1 and Mᵀbias from one cross_gram
+    W[:, 0] = 1
+    W[:, 1] = bias
+    M = np.ascontiguousarray(M)
+    MtW = kn.cross_gram(M, W)
     return SideStats(
         kn.cross_gram(M, M),
-        kn.weighted_colsum(M, np.ones(M.shape[0], dtype=M.dtype)),
-        kn.weighted_colsum(M, bias),
+        np.ascontiguousarray(MtW[:, 0]),
+        np.ascontiguousarray(MtW[:, 1]),
         float(np.sum(bias, dtype=np.float64)),
         float(np.dot(bias.astype(np.float64), bias.astype(np.float64))),
     )
@@ -234,9 +251,8 @@ def closed_form_bias(x_sums: np.ndarray, M: np.ndarray, other: SideStats, n_othe
 
     ``b = (X 1 − U (Vᵀ1) − (1ᵀc) 1) / p`` (and symmetrically for ``c``).
     """
-    Mv = np.empty((M.shape[0], 1), dtype=M.dtype)
-    kn.small_matmul(M, other.ones.reshape(-1, 1).astype(M.dtype), Mv)
-    return ((x_sums - Mv[:, 0] - other.bias_sum) / n_other).astype(M.dtype)
+    Mv = np.dot(M, other.ones.astype(M.dtype))
+    return ((x_sums - Mv - other.bias_sum) / n_other).astype(M.dtype)
 
 
 def cosine_and_grads(X: np.ndarray, Y: np.ndarray):
@@ -245,9 +261,9 @@ def cosine_and_grads(X: np.ndarray, Y: np.ndarray):
     ``d cos / dX = Y / (|X||Y|) − ⟨X,Y⟩ X / (|X|³ |Y|)`` and symmetrically for ``Y``.
     A zero norm gives cosine 0 and zero gradients (the term is then flat).
     """
-    xx = kn.frob_dot(X, X)
-    yy = kn.frob_dot(Y, Y)
-    xy = kn.frob_dot(X, Y)
+    xx = frob(X, X)
+    yy = frob(Y, Y)
+    xy = frob(X, Y)
     gx = np.empty_like(X)
     gy = np.empty_like(Y)
     if xx <= 0.0 or yy <= 0.0:
@@ -256,8 +272,9 @@ def cosine_and_grads(X: np.ndarray, Y: np.ndarray):
         return 0.0, gx, gy
     nx, ny = np.sqrt(xx), np.sqrt(yy)
     cos = xy / (nx * ny)
-    kn.axpby(1.0 / (nx * ny), Y, -xy / (nx**3 * ny), X, gx)
-    kn.axpby(1.0 / (nx * ny), X, -xy / (nx * ny**3), Y, gy)
+    # features × K or K × K: NumPy (one kernel fewer to compile; O(p K), not on the cells)
+    np.add(Y * (1.0 / (nx * ny)), X * (-xy / (nx**3 * ny)), out=gx, casting="unsafe")
+    np.add(X * (1.0 / (nx * ny)), Y * (-xy / (nx * ny**3)), out=gy, casting="unsafe")
     return cos, gx, gy
 
 
@@ -266,12 +283,19 @@ def mask_value(C: np.ndarray, cols: np.ndarray) -> float:
     if cols.size == 0 or C.shape[0] == 0:
         return 0.0
     sub = np.ascontiguousarray(C[:, cols])
-    return kn.frob_dot(sub, sub) / C.shape[0]
+    return frob(sub, sub) / C.shape[0]
 
 
 def entropy_mean(C: np.ndarray) -> float:
     """Mean row entropy ``H(C) / n`` of a membership matrix."""
-    return kn.entropy_value(C) / C.shape[0] if C.shape[0] else 0.0
+    if not C.shape[0]:
+        return 0.0
+    # NumPy in float64, one chunk of rows at a time (bounded temporaries); deterministic
+    total = 0.0
+    for start in range(0, C.shape[0], 65536):
+        x = C[start:start + 65536].astype(np.float64)
+        total -= float(np.sum(x * np.log(np.maximum(x, 1e-300)) * (x > 0)))
+    return total / C.shape[0]
 
 
 def add_cell_penalty_grads(gC: np.ndarray, C: np.ndarray, masked_cols: np.ndarray, a5: float, a6: float):
@@ -334,7 +358,7 @@ def evaluate(problem: Problem, params: dict, with_grad: bool = True):
         U = matmul(f.C, f.S)
         su, sv = side_stats(U, f.b), side_stats(f.Cf, f.c)
         XV = spmm(mod.X, batch.rows, batch.col_mask, f.Cf)
-        bil = kn.frob_dot(U, XV)
+        bil = frob(U, XV)
         terms["recon_" + name] = mod.weight * recon_value(
             mod.sq_norm, bil, mod.row_sums, mod.col_sums, U, su, f.Cf, sv, f.b, f.c
         )

@@ -9,7 +9,7 @@ import numba
 import numpy as np
 
 from fastjmt import kernels as kn
-from fastjmt.objective import work_chunks
+from fastjmt.objective import frob, work_chunks
 
 from .common import THREADS, data, dense_right_factor
 
@@ -75,7 +75,7 @@ class BilinearTerm:
     def time_bilinear(self, *_):
         X = self.X
         kn.spmm_rows(X.indptr, X.indices, X.data, self.rows, self.col_mask, self.V, self.out, work_chunks())
-        return kn.frob_dot(self.U, self.out)
+        return frob(self.U, self.out)
 
     def time_scipy_bilinear(self, *_):
         return float(np.sum(self.U * (self.X @ self.V)))

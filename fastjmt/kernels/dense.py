@@ -41,26 +41,8 @@ def sum_partials_2d(partial):
     return out
 
 
-@njit(cache=True, nogil=True)
-def sum_partials_1d(partial):
-    """``Σ_c partial[c]`` (shape (a,)) in chunk order, starting from 0."""
-    nc, K = partial.shape
-    out = np.empty(K)
-    for k in range(K):
-        s = 0.0
-        for c in range(nc):
-            s += partial[c, k]
-        out[k] = s
-    return out
 
 
-@njit(cache=True, nogil=True)
-def sum_partials_0d(partial):
-    """``Σ_c partial[c]`` in chunk order, starting from 0."""
-    s = 0.0
-    for c in range(partial.shape[0]):
-        s += partial[c]
-    return s
 
 
 @njit(cache=True, nogil=True)
@@ -84,57 +66,14 @@ def cross_gram(A, B):
     return sum_partials_2d(partial)
 
 
-@njit(cache=True, nogil=True)
-def _weighted_colsum_chunk(A, w, start, stop, acc):
-    acc[:] = 0.0
-    for i in range(start, stop):
-        x = np.float64(w[i])
-        for k in range(A.shape[1]):
-            acc[k] += x * A[i, k]
 
 
-@njit(parallel=True, cache=True, nogil=True)
-def weighted_colsum(A, w):
-    """``Aᵀ w`` (float64, shape (K,)) for tall ``A`` (n × K) and weights ``w`` (n,)."""
-    n, K = A.shape
-    nc = _n_chunks(n)
-    partial = np.empty((nc, K))
-    for c in prange(nc):
-        _weighted_colsum_chunk(A, w, c * REDUCE_CHUNK, min(n, (c + 1) * REDUCE_CHUNK), partial[c])
-    return sum_partials_1d(partial)
 
 
-@njit(cache=True, nogil=True)
-def _frob_dot_chunk(A, B, start, stop):
-    s = 0.0
-    for i in range(start, stop):
-        for k in range(A.shape[1]):
-            s += np.float64(A[i, k]) * B[i, k]
-    return s
 
 
-@njit(parallel=True, cache=True, nogil=True)
-def frob_dot(A, B):
-    """``⟨A, B⟩ = Σ_ik A_ik B_ik`` in float64 for two arrays of one shape (n × K)."""
-    n = A.shape[0]
-    nc = _n_chunks(n)
-    partial = np.empty(nc)
-    for c in prange(nc):
-        partial[c] = _frob_dot_chunk(A, B, c * REDUCE_CHUNK, min(n, (c + 1) * REDUCE_CHUNK))
-    return sum_partials_0d(partial)
 
 
-@njit(parallel=True, cache=True, nogil=True)
-def small_matmul(A, M, out):
-    """``out = A @ M`` for tall ``A`` (n × K1) and a small ``M`` (K1 × K2)."""
-    n, K1 = A.shape
-    K2 = M.shape[1]
-    for i in prange(n):
-        for b in range(K2):
-            s = 0.0
-            for a in range(K1):
-                s += A[i, a] * M[a, b]
-            out[i, b] = s
 
 
 @njit(parallel=True, cache=True, nogil=True)
@@ -173,26 +112,8 @@ def axpby(a, X, b, Y, out):
             out[i, k] = a * X[i, k] + b * Y[i, k]
 
 
-@njit(cache=True, nogil=True)
-def _entropy_chunk(C, start, stop):
-    s = 0.0
-    for i in range(start, stop):
-        for k in range(C.shape[1]):
-            x = np.float64(C[i, k])
-            if x > 0.0:
-                s -= x * np.log(x)
-    return s
 
 
-@njit(parallel=True, cache=True, nogil=True)
-def entropy_value(C):
-    """``Σ_i H(C_i) = −Σ_ik C_ik log C_ik`` in float64 (0 log 0 = 0), in fixed chunk order."""
-    n = C.shape[0]
-    nc = _n_chunks(n)
-    partial = np.empty(nc)
-    for c in prange(nc):
-        partial[c] = _entropy_chunk(C, c * REDUCE_CHUNK, min(n, (c + 1) * REDUCE_CHUNK))
-    return sum_partials_0d(partial)
 
 
 @njit(parallel=True, cache=True, nogil=True)

@@ -1,35 +1,76 @@
-"""In-place parameter updates: Adam and plain gradient descent on selected rows."""
+"""In-place parameter updates: the fused gradient step (Adam or plain descent) on selected logit rows."""
 
 import numpy as np
 from numba import njit, prange
 
 
 @njit(parallel=True, cache=True, nogil=True)
-def adam_rows(P, G, M, V, rows, lr, beta1, beta2, eps, step):
-    """One Adam step on the rows ``rows`` of ``P`` with gradient ``G`` (one row per entry of ``rows``).
+def logit_step_rows(G, M, use_M, extra, extra_coef, C, mask_cols, mask_coef, ent_coef, Z, Mom, Var, rows, lr,
+                    beta1, beta2, eps, step, adam, out):
+    """One fused gradient step on the logits of the selected rows of a membership factor ``C = softmax(Z)``.
 
-    ``M`` and ``V`` are the first and second moment estimates, shaped like ``P``;
-    ``step`` is the (1-based) number of updates these rows' moments have seen.
+    Row ``t`` (logit row ``r = rows[t]``, ``C[t]`` its current memberships):
+
+    1. gradient with respect to C: ``g = G[t] Mᵀ`` (``use_M``; else ``g = G[t]``)
+       ``+ extra_coef · extra[t]`` (a coupling gradient)
+       ``+ mask_coef · C[t, mask_cols]`` on the masked columns (mask term)
+       ``− ent_coef · (log C[t] + 1)`` (entropy term, C clipped at 1e-30 in the log);
+    2. through the softmax: ``g ← C[t] ⊙ (g − ⟨g, C[t]⟩)``;
+    3. Adam (``adam``; moments ``Mom``, ``Var``, 1-based ``step``) or plain
+       gradient descent on ``Z[r]``;
+    4. ``out[t] = softmax(Z[r])``, the new memberships.
+
+    The same arithmetic as the separate kernels (``small_matmul``,
+    ``add_masked_columns``, ``add_entropy_grad``, ``softmax_backward``,
+    ``adam_rows``/``sgd_rows``, ``softmax_rows``) in one parallel loop: one pass
+    over the rows instead of six, and one kernel to compile instead of six.
+    ``out`` serves as the row's scratch buffer, so nothing is allocated.
     """
-    K = P.shape[1]
+    K = Z.shape[1]
     c1 = 1.0 / (1.0 - beta1 ** step)
     c2 = 1.0 / (1.0 - beta2 ** step)
     for t in prange(rows.shape[0]):
         r = rows[t]
+        if use_M:
+            for k in range(K):
+                s = 0.0
+                for a in range(G.shape[1]):
+                    s += G[t, a] * M[k, a]
+                out[t, k] = s
+        else:
+            for k in range(K):
+                out[t, k] = G[t, k]
+        if extra_coef != 0.0:
+            for k in range(K):
+                out[t, k] += extra_coef * extra[t, k]
+        for j in range(mask_cols.shape[0]):
+            k = mask_cols[j]
+            out[t, k] += mask_coef * C[t, k]
+        if ent_coef != 0.0:
+            for k in range(K):
+                out[t, k] -= ent_coef * (np.log(max(np.float64(C[t, k]), 1e-30)) + 1.0)
+        s = 0.0
         for k in range(K):
-            g = G[t, k]
-            m = beta1 * M[r, k] + (1.0 - beta1) * g
-            v = beta2 * V[r, k] + (1.0 - beta2) * g * g
-            M[r, k] = m
-            V[r, k] = v
-            P[r, k] -= lr * (m * c1) / (np.sqrt(v * c2) + eps)
-
-
-@njit(parallel=True, cache=True, nogil=True)
-def sgd_rows(P, G, rows, lr):
-    """Plain gradient step ``P[rows[t]] -= lr · G[t]``."""
-    K = P.shape[1]
-    for t in prange(rows.shape[0]):
-        r = rows[t]
+            s += out[t, k] * C[t, k]
         for k in range(K):
-            P[r, k] -= lr * G[t, k]
+            g = C[t, k] * (out[t, k] - s)
+            if adam:
+                m = beta1 * Mom[r, k] + (1.0 - beta1) * g
+                v = beta2 * Var[r, k] + (1.0 - beta2) * g * g
+                Mom[r, k] = m
+                Var[r, k] = v
+                Z[r, k] -= lr * (m * c1) / (np.sqrt(v * c2) + eps)
+            else:
+                Z[r, k] -= lr * g
+        mx = Z[r, 0]
+        for k in range(1, K):
+            if Z[r, k] > mx:
+                mx = Z[r, k]
+        s = 0.0
+        for k in range(K):
+            e = np.exp(Z[r, k] - mx)
+            out[t, k] = e
+            s += e
+        inv = 1.0 / s
+        for k in range(K):
+            out[t, k] *= inv

@@ -1,27 +1,6 @@
-"""Row-wise softmax and its backward pass (the simplex parametrisation C = softmax(Z))."""
+"""Backward pass of the row-wise softmax (the simplex parametrisation C = softmax(Z)); the fit's steps fuse it into ``optim.logit_step_rows``."""
 
-import numpy as np
 from numba import njit, prange
-
-
-@njit(parallel=True, cache=True, nogil=True)
-def softmax_rows(Z, rows, out):
-    """``out[t] = softmax(Z[rows[t]])``, stable (the row maximum is subtracted first)."""
-    K = Z.shape[1]
-    for t in prange(rows.shape[0]):
-        r = rows[t]
-        m = Z[r, 0]
-        for k in range(1, K):
-            if Z[r, k] > m:
-                m = Z[r, k]
-        s = 0.0
-        for k in range(K):
-            e = np.exp(Z[r, k] - m)
-            out[t, k] = e
-            s += e
-        inv = 1.0 / s
-        for k in range(K):
-            out[t, k] *= inv
 
 
 @njit(parallel=True, cache=True, nogil=True)
