@@ -62,8 +62,10 @@ def select_k(rna, atac, gene_activity, k_values: Sequence[int], n_rna_only: int 
     within ``tol`` of the highest: merging two clear types is as reproducible
     as keeping them apart, so several K up to the true one are often all
     stable, and the finest stable partition is the one wanted. The final losses
-    are reported too, but the loss always falls as K grows, so it is not used
-    to choose.
+    are reported too but not used: they are not comparable across K (the
+    reconstruction improves with K while the entropy and coupling terms move
+    with it; on the simulator the total fell with K, on SNARE-seq cortex it
+    rose).
 
     Parameters
     ----------
