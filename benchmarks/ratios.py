@@ -11,7 +11,8 @@ Prints, each as the best of ``--repeat`` runs:
    from the transposed copy (``spmm_rows`` on the CSR of Xᵀ) and ``Xᵀ U`` by
    scattering (``spmm_t_rows``, the ``low_memory`` path);
 2. one full-batch epoch against the sum of the four sparse products it needs
-   (``X V`` and ``Xᵀ U`` for each modality);
+   (``X V`` and ``Xᵀ U`` for each modality), both run as inside ``fastjmt.fit``
+   (``fit_threads``: the Numba thread count, BLAS limited to one thread);
 3. all threads against one thread, for the kernels and the epoch.
 """
 
@@ -27,6 +28,7 @@ import numpy as np
 import fastjmt
 from fastjmt import kernels as kn
 from fastjmt.api import build_problem
+from fastjmt._threads import fit_threads
 from fastjmt.driver import Schedule, _epoch, _Stepper
 from fastjmt.initialize import initialize
 from fastjmt.objective import spmm, spmm_t_full
@@ -101,18 +103,17 @@ def main(argv=None):
         rng = np.random.default_rng(1)
         res = {}
         for nt in sorted({1, threads}):
-            numba.set_num_threads(nt)
-            with warnings.catch_warnings():
+            # as inside fastjmt.fit: nt Numba threads and BLAS limited to one thread
+            with fit_threads(nt), warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 t_epoch = best(lambda: _epoch(prob, params, sched, step, rng, 1), a.repeat)
-            t_products = 0.0
-            for name in ("atac", "rna"):
-                mod, f = prob.modality(name), params[name]
-                rows, cm = np.arange(mod.n, dtype=np.int64), np.ones(mod.p, np.uint8)
-                t_products += best(lambda: spmm(mod.X, rows, cm, f.Cf), a.repeat)
-                t_products += best(lambda: spmm_t_full(mod.X, mod.Xt, mod.p, f.C), a.repeat)
+                t_products = 0.0
+                for name in ("atac", "rna"):
+                    mod, f = prob.modality(name), params[name]
+                    rows, cm = np.arange(mod.n, dtype=np.int64), np.ones(mod.p, np.uint8)
+                    t_products += best(lambda: spmm(mod.X, rows, cm, f.Cf), a.repeat)
+                    t_products += best(lambda: spmm_t_full(mod.X, mod.Xt, mod.p, f.C), a.repeat)
             res[nt] = (t_epoch, t_products)
-        numba.set_num_threads(threads)
         for nt, (te, tp) in res.items():
             print(f"low_memory={low_memory!s:<5} threads={nt}: epoch {te * 1e3:.1f} ms, sparse products "
                   f"{tp * 1e3:.1f} ms, epoch / products = {te / tp:.2f}")
