@@ -9,7 +9,6 @@ optional dependency ``igraph`` (``pip install "fastjmt[cluster]"``).
 
 from __future__ import annotations
 
-import numbers
 import random
 from typing import Optional, Tuple
 
@@ -17,6 +16,7 @@ import numpy as np
 
 from .postprocess import _check_pair, cross_neighbors
 from ._threads import resolve_n_threads
+from .validation import check_count, check_positive
 
 __all__ = ["cluster_cells", "knn_edges"]
 
@@ -33,7 +33,7 @@ def knn_edges(E, n_neighbors: int = 15, n_threads: Optional[int] = None) -> np.n
     """
     E = np.ascontiguousarray(E)
     n = E.shape[0]
-    _, idx, _ = cross_neighbors(E, E, min(int(n_neighbors) + 1, n), resolve_n_threads(n_threads))
+    _, idx, _ = cross_neighbors(E, E, min(int(n_neighbors) + 1, n), resolve_n_threads(n_threads), both=False)
     src = np.repeat(np.arange(n, dtype=np.int64), idx.shape[1])
     dst = idx.ravel()
     keep = (src != dst) & (dst >= 0)
@@ -105,12 +105,10 @@ def cluster_cells(C_rna, C_atac, method: str = "argmax", n_neighbors: int = 15, 
     C_rna, C_atac = _check_pair(C_rna, C_atac, "C_rna", "C_atac")
     if method == "argmax":
         return np.argmax(C_rna, axis=1).astype(np.int64), np.argmax(C_atac, axis=1).astype(np.int64)
-    if isinstance(n_neighbors, bool) or not isinstance(n_neighbors, numbers.Integral) or n_neighbors < 1:
-        raise ValueError(f"n_neighbors must be a positive integer, got {n_neighbors!r}")
-    if isinstance(resolution, bool) or not isinstance(resolution, numbers.Real) or not resolution > 0:
-        raise ValueError(f"resolution must be a number > 0, got {resolution!r}")
+    n_neighbors = check_count(n_neighbors, "n_neighbors", 1)
+    resolution = check_positive(resolution, "resolution")
     E = np.vstack([C_rna, C_atac])
     edges = knn_edges(E, n_neighbors, n_threads)
-    labels = _communities(edges, E.shape[0], method, float(resolution), int(random_state))
+    labels = _communities(edges, E.shape[0], method, resolution, int(random_state))
     n_rna = C_rna.shape[0]
     return labels[:n_rna], labels[n_rna:]

@@ -8,12 +8,12 @@ the same columns.
 
 from __future__ import annotations
 
-import numbers
 from typing import Optional, Tuple
 
 import numpy as np
 
 from ._threads import fit_threads, resolve_n_threads
+from .validation import check_count
 
 __all__ = ["mnn_correct", "quantile_normalize"]
 
@@ -92,7 +92,7 @@ def _forest_neighbors(A, B, k_a: int, k_b: int, n_trees: int, leaf_size: int, se
 
 
 def cross_neighbors(A, B, k: int, n_threads: int, exact: Optional[bool] = None, n_trees: int = 16,
-                    leaf_size: int = 128, seed: int = 0):
+                    leaf_size: int = 128, seed: int = 0, both: bool = True):
     """k-nearest lists both ways between two point sets: exact when small, a random-projection forest when large.
 
     ``exact=None`` chooses: exact (KD-trees) when ``n_a · n_b`` is at most
@@ -103,13 +103,14 @@ def cross_neighbors(A, B, k: int, n_threads: int, exact: Optional[bool] = None, 
     Returns
     -------
     a_dist, a_idx : the ``k`` nearest rows of B of each row of A (−1: none found)
-    b_idx : the ``k`` nearest rows of A of each row of B
+    b_idx : the ``k`` nearest rows of A of each row of B (None when ``both`` is False and the
+        search is exact; the forest finds both directions at once)
     """
     if exact is None:
         exact = A.shape[0] * B.shape[0] <= EXACT_MAX_PAIRS
     if exact:
         a_dist, a_idx = _nearest(B, A, k, n_threads)
-        _, b_idx = _nearest(A, B, k, n_threads)
+        b_idx = _nearest(A, B, k, n_threads)[1] if both else None
         return a_dist, a_idx, b_idx
     with fit_threads(n_threads):
         a_dist, a_idx, _, b_idx = _forest_neighbors(A, B, min(k, B.shape[0]), min(k, A.shape[0]), n_trees,
@@ -159,13 +160,12 @@ def mnn_correct(C_atac, C_rna, n_neighbors: int = 20, n_threads: Optional[int] =
     >>> C_atac_mnn, n_mutual = fastjmt.mnn_correct(res.C_atac, res.C_rna)  # doctest: +SKIP
     >>> labels_atac = C_atac_mnn.argmax(axis=1)                             # doctest: +SKIP
     """
-    if isinstance(n_neighbors, bool) or not isinstance(n_neighbors, numbers.Integral) or n_neighbors < 1:
-        raise ValueError(f"n_neighbors must be a positive integer, got {n_neighbors!r}")
+    n_neighbors = check_count(n_neighbors, "n_neighbors", 1)
     C_atac, C_rna = _check_pair(C_atac, C_rna, "C_atac", "C_rna")
     threads = resolve_n_threads(n_threads)
     from .kernels import mnn_average
 
-    atac_to_rna_dist, atac_to_rna, rna_to_atac = cross_neighbors(C_atac, C_rna, int(n_neighbors), threads, exact,
+    atac_to_rna_dist, atac_to_rna, rna_to_atac = cross_neighbors(C_atac, C_rna, n_neighbors, threads, exact,
                                                                  seed=int(random_state))
     out = np.empty_like(C_atac)
     n_mutual = np.empty(C_atac.shape[0], dtype=np.int64)
@@ -201,9 +201,8 @@ def quantile_normalize(C_rna, C_atac, n_quantiles: int = 50, min_cells: int = 20
     C_rna_normalized, C_atac_normalized : ndarray
         New arrays; the RNA one is a copy of the input.
     """
-    for v, name, lo in ((n_quantiles, "n_quantiles", 2), (min_cells, "min_cells", 1)):
-        if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < lo:
-            raise ValueError(f"{name} must be an integer >= {lo}, got {v!r}")
+    n_quantiles = check_count(n_quantiles, "n_quantiles", 2)
+    min_cells = check_count(min_cells, "min_cells", 1)
     C_atac, C_rna = _check_pair(C_atac, C_rna, "C_atac", "C_rna")
 
     def clusters(C):
@@ -213,7 +212,7 @@ def quantile_normalize(C_rna, C_atac, n_quantiles: int = 50, min_cells: int = 20
 
     lab_r, lab_a = clusters(C_rna), clusters(C_atac)
     out = C_atac.copy()
-    knots = np.linspace(0.0, 1.0, int(n_quantiles))
+    knots = np.linspace(0.0, 1.0, n_quantiles)
     for c in range(C_rna.shape[1]):
         in_r, in_a = lab_r == c, lab_a == c
         if in_r.sum() < min_cells or in_a.sum() < min_cells:
