@@ -294,7 +294,7 @@ def entropy_mean(C: np.ndarray) -> float:
     total = 0.0
     for start in range(0, C.shape[0], 65536):
         x = C[start:start + 65536].astype(np.float64)
-        total -= float(np.sum(x * np.log(np.maximum(x, 1e-300)) * (x > 0)))
+        total -= float(np.sum(x * np.log(np.maximum(x, 1e-300))))  # 0 · log(1e-300) = 0: 0 log 0 = 0
     return total / C.shape[0]
 
 

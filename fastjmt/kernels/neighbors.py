@@ -81,7 +81,6 @@ def rp_tree_leaves(X, leaf_size, seed, leaf_of):
     proj = np.empty(n)
     # explicit stack of [start, stop) ranges of ``order``
     stack = np.empty((2 * (n // max(1, leaf_size) + 2) + 64, 2), dtype=np.int64)
-    top = 0
     stack[0, 0], stack[0, 1] = 0, n
     top = 1
     n_leaves = 0
