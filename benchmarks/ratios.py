@@ -31,7 +31,7 @@ from fastjmt.api import build_problem
 from fastjmt._threads import fit_threads
 from fastjmt.driver import Schedule, _epoch, _Stepper
 from fastjmt.initialize import initialize
-from fastjmt.objective import spmm, spmm_t_full
+from fastjmt.objective import column_block, spmm, spmm_t_full
 from fastjmt import preprocess as pp
 
 
@@ -55,13 +55,16 @@ def kernels(X, K, dtype, repeat, threads):
     rows, cols = np.arange(n, dtype=np.int64), np.arange(p, dtype=np.int64)
     cm, rm = np.ones(p, np.uint8), np.ones(n, np.uint8)
     o1, o2 = np.empty((n, K), dtype), np.empty((p, K), dtype)
+    item = np.dtype(dtype).itemsize  # the column blocks a fit uses
+    bp, bn = column_block(X.indptr, p, K, item), column_block(Xt.indptr, n, K, item)
     out = {}
     for nt in sorted({1, threads}):
         numba.set_num_threads(nt)
-        out[("XV", nt)] = best(lambda: kn.spmm_rows(X.indptr, X.indices, X.data, rows, cm, V, o1, 4 * nt), repeat)
-        out[("XtU copy", nt)] = best(lambda: kn.spmm_rows(Xt.indptr, Xt.indices, Xt.data, cols, rm, U, o2, 4 * nt),
-                                     repeat)
-        out[("XtU scatter", nt)] = best(lambda: kn.spmm_t_rows(X.indptr, X.indices, X.data, rows, cm, U, o2, nt),
+        out[("XV", nt)] = best(lambda: kn.spmm_rows(X.indptr, X.indices, X.data, rows, cm, V, o1, 4 * nt, bp),
+                               repeat)
+        out[("XtU copy", nt)] = best(
+            lambda: kn.spmm_rows(Xt.indptr, Xt.indices, Xt.data, cols, rm, U, o2, 4 * nt, bn), repeat)
+        out[("XtU scatter", nt)] = best(lambda: kn.spmm_t_rows(X.indptr, X.indices, X.data, rows, cm, U, o2, nt, bp),
                                         repeat)
     numba.set_num_threads(threads)
     out[("XV", "scipy")] = best(lambda: X @ V, repeat)

@@ -18,7 +18,8 @@ def _tall(rng, n, k, dtype):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("index_dtype", [np.int32, np.int64])
 @pytest.mark.parametrize("n_chunks", [1, 3, 64])
-def test_spmm_rows_matches_numpy(dtype, index_dtype, n_chunks):
+@pytest.mark.parametrize("block_cols", [1, 7, 80])
+def test_spmm_rows_matches_numpy(dtype, index_dtype, n_chunks, block_cols):
     rng = np.random.default_rng(0)
     X = random_csr(rng, 300, 80, 0.1, dtype, index_dtype)
     X = sp.diags((np.arange(300) != 5).astype(dtype)) @ X  # row 5 empty
@@ -30,7 +31,7 @@ def test_spmm_rows_matches_numpy(dtype, index_dtype, n_chunks):
     rows = np.sort(rng.choice(300, 170, replace=False)).astype(np.int64)
     mask = (rng.random(80) < 0.6).astype(np.uint8)
     out = np.empty((rows.size, 6), dtype)
-    kn.spmm_rows(X.indptr, X.indices, X.data, rows, mask, B, out, n_chunks)
+    kn.spmm_rows(X.indptr, X.indices, X.data, rows, mask, B, out, n_chunks, block_cols)
     expect = X.toarray()[rows][:, mask.astype(bool)] @ B[mask.astype(bool)]
     np.testing.assert_allclose(out, expect, **TOL[dtype])
 
@@ -44,9 +45,9 @@ def test_spmm_rows_skewed_rows_and_thread_independence():
     rows = np.arange(200, dtype=np.int64)
     mask = np.ones(500, np.uint8)
     outs = []
-    for n_chunks in (1, 2, 8):
+    for n_chunks, block_cols in ((1, 500), (2, 500), (8, 500), (2, 33), (8, 1)):
         out = np.empty((200, 4))
-        kn.spmm_rows(X.indptr, X.indices, X.data, rows, mask, B, out, n_chunks)
+        kn.spmm_rows(X.indptr, X.indices, X.data, rows, mask, B, out, n_chunks, block_cols)
         outs.append(out)
     np.testing.assert_allclose(outs[0], dense @ B, rtol=1e-12)
     for o in outs[1:]:
@@ -226,11 +227,26 @@ def test_kernel_scatter_transpose_matches_gather():
     rows = np.sort(rng.choice(300, 200, replace=False)).astype(np.int64)
     mask = (rng.random(70) < 0.7).astype(np.uint8)
     U = rng.normal(size=(200, 5))
+    first = {}
     for n_chunks in (1, 3):
-        out = np.empty((70, 5))
-        kn.spmm_t_rows(X.indptr, X.indices, X.data, rows, mask, U, out, n_chunks)
-        expect = (X.toarray()[rows].T @ U) * mask[:, None]
-        np.testing.assert_allclose(out, expect, rtol=1e-12, atol=1e-12)
+        for block_cols in (70, 9, 1):
+            out = np.empty((70, 5))
+            kn.spmm_t_rows(X.indptr, X.indices, X.data, rows, mask, U, out, n_chunks, block_cols)
+            expect = (X.toarray()[rows].T @ U) * mask[:, None]
+            np.testing.assert_allclose(out, expect, rtol=1e-12, atol=1e-12)
+            # column blocks change the visiting order, never the order of each output's sum
+            np.testing.assert_array_equal(out, first.setdefault(n_chunks, out))
+
+
+def test_column_block_fits_the_cache_and_caps_the_sweeps():
+    from fastjmt.objective import BLOCK_BYTES, column_block
+
+    dense_rows = np.arange(0, 1001 * 4000, 4000, dtype=np.int64)  # 1000 rows of 4000 nonzeros
+    assert column_block(dense_rows, 100_000, 20, 4) == BLOCK_BYTES // 80  # K = 20 float32 rows: 80 bytes each
+    assert column_block(dense_rows, 100, 20, 4) == BLOCK_BYTES // 80  # more than p: one block
+    sparse_rows = np.arange(0, 1001 * 16, 16, dtype=np.int32)  # 16 nonzeros per row: at most 2 sweeps
+    assert column_block(sparse_rows, 100_000, 20, 8) == 50_000
+    assert column_block(np.zeros(1, np.int64), 0, 4, 8) >= 1  # no rows, no columns
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

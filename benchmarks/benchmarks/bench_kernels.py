@@ -9,7 +9,7 @@ import numba
 import numpy as np
 
 from fastjmt import kernels as kn
-from fastjmt.objective import frob, work_chunks
+from fastjmt.objective import column_block, frob, work_chunks
 
 from .common import THREADS, data, dense_right_factor
 
@@ -28,6 +28,8 @@ class SparseProducts:
         self.rows, self.cols = np.arange(n, dtype=np.int64), np.arange(p, dtype=np.int64)
         self.row_mask, self.col_mask = np.ones(n, np.uint8), np.ones(p, np.uint8)
         self.out_n, self.out_p = np.empty((n, K), dtype), np.empty((p, K), dtype)
+        item = np.dtype(dtype).itemsize  # column blocks as inside a fit
+        self.block_p, self.block_n = column_block(X.indptr, p, K, item), column_block(self.Xt.indptr, n, K, item)
         self._threads = numba.get_num_threads()
         numba.set_num_threads(threads)
         self.time_XV()
@@ -39,16 +41,18 @@ class SparseProducts:
 
     def time_XV(self, *_):
         X = self.X
-        kn.spmm_rows(X.indptr, X.indices, X.data, self.rows, self.col_mask, self.V, self.out_n, work_chunks())
+        kn.spmm_rows(X.indptr, X.indices, X.data, self.rows, self.col_mask, self.V, self.out_n, work_chunks(),
+                     self.block_p)
 
     def time_XtU_transposed(self, *_):
         Xt = self.Xt
-        kn.spmm_rows(Xt.indptr, Xt.indices, Xt.data, self.cols, self.row_mask, self.U, self.out_p, work_chunks())
+        kn.spmm_rows(Xt.indptr, Xt.indices, Xt.data, self.cols, self.row_mask, self.U, self.out_p, work_chunks(),
+                     self.block_n)
 
     def time_XtU_scatter(self, *_):
         X = self.X
         kn.spmm_t_rows(X.indptr, X.indices, X.data, self.rows, self.col_mask, self.U, self.out_p,
-                       numba.get_num_threads())
+                       numba.get_num_threads(), self.block_p)
 
     def time_scipy_XV(self, *_):
         self.X @ self.V
@@ -70,11 +74,13 @@ class BilinearTerm:
         self.U, self.V = dense_right_factor(n, K, dtype, seed=1), dense_right_factor(p, K, dtype)
         self.rows, self.col_mask = np.arange(n, dtype=np.int64), np.ones(p, np.uint8)
         self.out = np.empty((n, K), dtype)
+        self.block = column_block(X.indptr, p, K, np.dtype(dtype).itemsize)
         self.time_bilinear()
 
     def time_bilinear(self, *_):
         X = self.X
-        kn.spmm_rows(X.indptr, X.indices, X.data, self.rows, self.col_mask, self.V, self.out, work_chunks())
+        kn.spmm_rows(X.indptr, X.indices, X.data, self.rows, self.col_mask, self.V, self.out, work_chunks(),
+                     self.block)
         return frob(self.U, self.out)
 
     def time_scipy_bilinear(self, *_):
