@@ -80,32 +80,28 @@ def spmm_rows(indptr, indices, data, rows, col_mask, B, out, n_chunks, block_col
         of ``B`` it reads stay in cache. Every ``out[t, k]`` still sums its row's
         nonzeros in column order, so the result does not depend on it either.
     """
+    p, K = B.shape
     bounds = nnz_balanced_bounds(indptr, rows, n_chunks)
     cursor = np.empty(rows.shape[0], dtype=np.int64)
+    # the loop is written out here, not in a worker function: one compiled function less at the first fit
     for ch in prange(bounds.shape[0] - 1):
-        _gather_rows(indptr, indices, data, rows, col_mask, B, bounds[ch], bounds[ch + 1], block_cols, cursor, out)
-
-
-@njit(cache=True, nogil=True)
-def _gather_rows(indptr, indices, data, rows, col_mask, B, t0, t1, block_cols, cursor, out):
-    """``out[t] = X[rows[t]] B`` for ``t0 ≤ t < t1``, one column block at a time (the worker of :func:`spmm_rows`)."""
-    p, K = B.shape
-    for t in range(t0, t1):
-        cursor[t] = np.int64(indptr[rows[t]])
-        for k in range(K):
-            out[t, k] = 0.0
-    for hi in range(block_cols, p + block_cols, block_cols):
+        t0, t1 = bounds[ch], bounds[ch + 1]
         for t in range(t0, t1):
-            end = np.int64(indptr[rows[t] + 1])
-            jj = cursor[t]
-            while jj < end and indices[jj] < hi:
-                j = indices[jj]
-                if col_mask[j]:
-                    x = data[jj]
-                    for k in range(K):
-                        out[t, k] += x * B[j, k]
-                jj += 1
-            cursor[t] = jj
+            cursor[t] = np.int64(indptr[rows[t]])
+            for k in range(K):
+                out[t, k] = 0.0
+        for hi in range(block_cols, p + block_cols, block_cols):
+            for t in range(t0, t1):
+                end = np.int64(indptr[rows[t] + 1])
+                jj = cursor[t]
+                while jj < end and indices[jj] < hi:
+                    j = indices[jj]
+                    if col_mask[j]:
+                        x = data[jj]
+                        for k in range(K):
+                            out[t, k] += x * B[j, k]
+                    jj += 1
+                cursor[t] = jj
 
 
 @njit(parallel=True, cache=True, nogil=True)
