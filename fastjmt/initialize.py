@@ -115,6 +115,24 @@ def implicit_svd(mod_X, mod_Xt, row_scale, col_scale, rank, rng, n_power_iter=3,
 # --------------------------------------------------------------------------- k-means
 
 
+def nearest_centers(X, centers, labels, sq_dist, chunk=1 << 16):
+    """Nearest row of ``centers`` for every row of ``X``: writes ``labels`` and the squared distance.
+
+    ``|x − c|² = |x|² − 2 x·c + |c|²`` with the cross term from one matrix
+    product per run of ``chunk`` rows (BLAS; the embeddings are low-dimensional
+    and dense), clipped at 0 against rounding.
+    """
+    cc = np.einsum("ij,ij->i", centers, centers)
+    for a in range(0, X.shape[0], chunk):
+        Xa = X[a:a + chunk]
+        D = Xa @ (-2.0 * centers.T)
+        D += cc
+        D += np.einsum("ij,ij->i", Xa, Xa)[:, None]
+        lab = D.argmin(axis=1)
+        labels[a:a + chunk] = lab
+        sq_dist[a:a + chunk] = np.maximum(D[np.arange(lab.shape[0]), lab], 0.0)
+
+
 def kmeans(X, k, rng, n_init=10, max_iter=100, max_fit_rows=20_000):
     """Lloyd's k-means with k-means++ seeding; the labels of the start with the lowest inertia.
 
@@ -128,7 +146,7 @@ def kmeans(X, k, rng, n_init=10, max_iter=100, max_fit_rows=20_000):
         centers = np.stack([X[sub][lab_sub == c].mean(axis=0) if np.any(lab_sub == c) else X[sub[0]]
                             for c in range(min(k, max_fit_rows))])
         labels = np.empty(X.shape[0], dtype=np.int64)
-        kn.kmeans_assign(X, centers, labels, np.empty(X.shape[0]))
+        nearest_centers(X, centers, labels, np.empty(X.shape[0]))
         return labels
     n = X.shape[0]
     k = min(k, n)
@@ -139,13 +157,13 @@ def kmeans(X, k, rng, n_init=10, max_iter=100, max_fit_rows=20_000):
         centers = np.empty((k, X.shape[1]))
         centers[0] = X[rng.integers(n)]
         for c in range(1, k):
-            kn.kmeans_assign(X, centers[:c], labels, d2)
+            nearest_centers(X, centers[:c], labels, d2)
             tot = d2.sum()
             idx = rng.choice(n, p=d2 / tot) if tot > 0 else rng.integers(n)
             centers[c] = X[idx]
         prev = None
         for _ in range(max_iter):
-            kn.kmeans_assign(X, centers, labels, d2)
+            nearest_centers(X, centers, labels, d2)
             if prev is not None and np.array_equal(prev, labels):
                 break
             prev = labels.copy()

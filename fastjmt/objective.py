@@ -264,9 +264,14 @@ def recon_grad(XB: np.ndarray, M: np.ndarray, other: SideStats, bias: np.ndarray
 
     For ``M = U`` pass ``XB = X V``, ``other = side_stats(V, c)`` and ``bias = b``;
     for ``M = V`` pass ``XB = Xᵀ U``, ``other = side_stats(U, b)`` and ``bias = c``.
+    ``coef · (M G + bias (O1)ᵀ + 1 (Oᵀ bias_O)ᵀ − XB)`` with ``G = OᵀO``, in ``M``'s dtype.
     """
-    out = np.empty_like(M)
-    kn.recon_grad_u(XB, M, other.gram, other.ones, other.bias, bias, coef, out)
+    dt = M.dtype
+    out = M @ other.gram.astype(dt)  # O(rows · K²) on BLAS (one thread inside a fit); no kernel to compile
+    out += np.asarray(bias, dtype=dt)[:, None] * other.ones.astype(dt)
+    out += other.bias.astype(dt)
+    out -= XB
+    out *= dt.type(coef)
     return out
 
 

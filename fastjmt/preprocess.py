@@ -10,7 +10,6 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from .kernels import scale_rows_inplace
 
 
 def to_csr(X, dtype=np.float64, name: str = "X") -> sp.csr_matrix:
@@ -41,6 +40,30 @@ def to_csr(X, dtype=np.float64, name: str = "X") -> sp.csr_matrix:
     return M
 
 
+#: stored values one step of :func:`scale_rows` multiplies at once (bounds its temporary to 32 MiB in float64)
+_SCALE_CHUNK = 1 << 22
+
+
+def scale_rows(X: sp.csr_matrix, scale: np.ndarray) -> None:
+    """Multiply the stored values of row ``i`` by ``scale[i]``, in place.
+
+    NumPy over runs of rows holding about 4 million values each, so no
+    nnz-sized temporary is made (the per-value factors of one run at a time).
+    """
+    indptr, data = X.indptr, X.data
+    scale = np.asarray(scale, dtype=data.dtype)
+    n = X.shape[0]
+    r0 = 0
+    while r0 < n:
+        start = int(indptr[r0])
+        r1 = int(np.searchsorted(indptr, start + _SCALE_CHUNK, side="right")) - 1
+        r1 = min(n, max(r1, r0 + 1))
+        stop = int(indptr[r1])
+        if stop > start:
+            data[start:stop] *= np.repeat(scale[r0:r1], np.diff(indptr[r0:r1 + 1]))
+        r0 = r1
+
+
 def normalize_log1p(X: sp.csr_matrix, target_sum: float | None = None, copy: bool = True) -> sp.csr_matrix:
     """Library-size normalisation then ``log1p``, per cell (row).
 
@@ -55,7 +78,7 @@ def normalize_log1p(X: sp.csr_matrix, target_sum: float | None = None, copy: boo
         target_sum = float(np.median(nz)) if nz.size else 1.0
     scale = np.zeros_like(lib)
     np.divide(target_sum, lib, out=scale, where=lib > 0)
-    scale_rows_inplace(X.indptr, X.data, scale.astype(X.dtype))
+    scale_rows(X, scale)
     np.log1p(X.data, out=X.data)
     return X
 
@@ -82,7 +105,7 @@ def normalize_rows(X: sp.csr_matrix, copy: bool = True) -> sp.csr_matrix:
     s = np.asarray(X.sum(axis=1)).ravel()
     inv = np.zeros_like(s)
     np.divide(1.0, s, out=inv, where=s != 0)
-    scale_rows_inplace(X.indptr, X.data, inv.astype(X.dtype))
+    scale_rows(X, inv)
     return X
 
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from fastjmt.initialize import implicit_svd, kmeans, match_clusters
+from fastjmt.initialize import implicit_svd, kmeans, match_clusters, nearest_centers
 
 
 def _block_matrix_and_dense_svd(rng):
@@ -62,3 +62,16 @@ def test_kmeans_on_a_subset_for_many_rows():
     X = centers[truth] + rng.normal(size=(3000, 2))
     lab = kmeans(X, 3, rng, max_fit_rows=500)
     assert lab.shape == (3000,) and len(set(zip(truth.tolist(), lab.tolist()))) == 3
+
+
+def test_nearest_centers_matches_brute_force_in_chunks():
+    rng = np.random.default_rng(9)
+    X = rng.normal(size=(300, 4))
+    centers = rng.normal(size=(5, 4))
+    labels, d2 = np.empty(300, np.int64), np.empty(300)
+    nearest_centers(X, centers, labels, d2, chunk=64)
+    D = ((X[:, None, :] - centers[None]) ** 2).sum(-1)
+    np.testing.assert_array_equal(labels, D.argmin(1))
+    np.testing.assert_allclose(d2, D.min(1), rtol=1e-10, atol=1e-12)
+    nearest_centers(centers, centers, labels[:5], d2[:5])  # a point on its own centre: distance 0, not below
+    assert labels[:5].tolist() == [0, 1, 2, 3, 4] and np.all(d2[:5] >= 0) and np.all(d2[:5] < 1e-12)

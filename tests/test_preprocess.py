@@ -68,3 +68,18 @@ def test_select_accessible_regions():
     assert pp.select_accessible_regions(R, min_cells=2).tolist() == [0, 2]
     assert pp.select_accessible_regions(R, min_cells=1, n_top=2).tolist() == [0, 2]
     assert pp.select_accessible_regions(R).tolist() == [0, 2, 3]
+
+
+def test_scale_rows_in_runs_matches_dense(monkeypatch):
+    rng = np.random.default_rng(10)
+    for dtype in (np.float32, np.float64):
+        D = sp.random(60, 30, density=0.2, random_state=10, dtype=dtype).toarray()
+        D[7] = 0  # an empty row
+        D[3] = 1  # a heavy row
+        X = sp.csr_matrix(D)
+        scale = rng.random(60)
+        expect = np.diag(scale.astype(dtype)) @ X.toarray()
+        monkeypatch.setattr(pp, "_SCALE_CHUNK", 7)  # many runs, some of one row longer than a run
+        pp.scale_rows(X, scale)
+        assert X.data.dtype == dtype
+        np.testing.assert_allclose(X.toarray(), expect, rtol=1e-6 if dtype == np.float32 else 1e-14)

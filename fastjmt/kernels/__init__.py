@@ -4,24 +4,21 @@ Kernels are compiled lazily on first call (``cache=True``: later processes
 load them from Numba's on-disk cache), so ``import fastjmt`` stays cheap.
 """
 
-from .cluster import kmeans_assign
 from .dense import (
     add_entropy_grad,
     add_masked_columns,
     axpby,
     cross_gram,
-    recon_grad_u,
 )
 from .neighbors import bipartite_knn_update, mnn_average, rp_forest_leaves, rp_tree_leaves
 from .optim import logit_step_rows
 from .softmax import softmax_backward
-from .sparse import masked_row_sums, nnz_balanced_bounds, scale_rows_inplace, spmm_rows, spmm_t_rows
+from .sparse import masked_row_sums, nnz_balanced_bounds, spmm_rows, spmm_t_rows
 
 __all__ = [
     "add_entropy_grad",
     "add_masked_columns",
     "axpby",
-    "kmeans_assign",
     "logit_step_rows",
     "cross_gram",
     "masked_row_sums",
@@ -30,8 +27,6 @@ __all__ = [
     "rp_forest_leaves",
     "rp_tree_leaves",
     "nnz_balanced_bounds",
-    "recon_grad_u",
-    "scale_rows_inplace",
     "softmax_backward",
     "spmm_rows",
     "spmm_t_rows",

@@ -41,10 +41,6 @@ def sum_partials_2d(partial):
     return out
 
 
-
-
-
-
 @njit(cache=True, nogil=True)
 def _cross_gram_chunk(A, B, start, stop, acc):
     acc[:, :] = 0.0
@@ -66,33 +62,6 @@ def cross_gram(A, B):
     return sum_partials_2d(partial)
 
 
-
-
-
-
-
-
-
-
-
-
-@njit(parallel=True, cache=True, nogil=True)
-def recon_grad_u(XV, U, VtV, Vt1, ctV, b, coef, out):
-    """Gradient of ``coef/2 · |X − U Vᵀ − b 1ᵀ − 1 cᵀ|²`` with respect to ``U``.
-
-    ``out = coef · (U VᵀV + b (Vᵀ1)ᵀ + 1 (Vᵀc)ᵀ − X V)``, row by row; every input
-    is already restricted to the mini-batch (``XV`` is ``X V`` over the kept
-    columns).
-    """
-    n, K = U.shape
-    for i in prange(n):
-        for k in range(K):
-            s = 0.0
-            for a in range(K):
-                s += U[i, a] * VtV[a, k]
-            out[i, k] = coef * (s + b[i] * Vt1[k] + ctV[k] - XV[i, k])
-
-
 @njit(parallel=True, cache=True, nogil=True)
 def add_masked_columns(G, C, cols, coef):
     """``G[:, cols] += coef · C[:, cols]`` in place (gradient of the mask term)."""
@@ -110,10 +79,6 @@ def axpby(a, X, b, Y, out):
     for i in prange(n):
         for k in range(K):
             out[i, k] = a * X[i, k] + b * Y[i, k]
-
-
-
-
 
 
 @njit(parallel=True, cache=True, nogil=True)

@@ -185,13 +185,3 @@ def _scatter_rows(indptr, indices, data, rows, col_mask, U, t0, t1, block_cols, 
                         acc[j, k] += x * U[t, k]
                 jj += 1
             cursor[t] = jj
-
-
-@njit(parallel=True, cache=True, nogil=True)
-def scale_rows_inplace(indptr, data, scale):
-    """``data`` of row ``i`` *= ``scale[i]``, in place (no nnz-sized temporary)."""
-    n = indptr.shape[0] - 1
-    for i in prange(n):
-        s = scale[i]
-        for jj in range(np.int64(indptr[i]), np.int64(indptr[i + 1])):
-            data[jj] *= s
