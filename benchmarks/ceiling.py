@@ -45,22 +45,24 @@ import scipy.sparse as sp
 from scipy.sparse.linalg import LinearOperator, svds
 
 from fastjmt.metrics import adjusted_rand_index
+from fastjmt.preprocess import normalize_log1p
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from evaluate import load_folder  # noqa: E402
 
 N_FOLDS = 5
 
 
 def load(folder):
-    rna, atac, ga = (sp.load_npz(os.path.join(folder, f"{n}.npz")).tocsr() for n in ("rna", "atac", "gene_activity"))
-    labels = [np.loadtxt(os.path.join(folder, f"{m}_labels.txt"), dtype=str, delimiter="\t") for m in ("rna", "atac")]
-    return rna.astype(np.float64), atac.astype(np.float64), ga.astype(np.float64), labels
+    """The shared-format folder in float64 CSR (:func:`evaluate.load_folder`), labels as a list."""
+    rna, atac, ga, ry, ay = load_folder(folder)
+    return (sp.csr_matrix(rna, dtype=np.float64), sp.csr_matrix(atac, dtype=np.float64),
+            sp.csr_matrix(ga, dtype=np.float64), [ry, ay])
 
 
 def log_normalised(X):
-    depth = np.asarray(X.sum(axis=1)).ravel()
-    L = sp.diags(1e4 / np.maximum(depth, 1.0)) @ X
-    L = sp.csr_matrix(L)
-    L.data = np.log1p(L.data)
-    return L
+    """Library size 10^4, then log1p (:func:`fastjmt.preprocess.normalize_log1p`)."""
+    return normalize_log1p(sp.csr_matrix(X, dtype=np.float64), target_sum=1e4)
 
 
 def tf_idf(X):
