@@ -25,8 +25,7 @@ import scipy.sparse as sp
 from . import preprocess as pp
 from ._threads import fit_threads, resolve_n_threads
 from .driver import Schedule, fit_restarts
-from . import kernels as kn
-from .objective import TERMS, Modality, Problem, spmm, spmm_t_full, work_chunks
+from .objective import TERMS, Modality, Problem, spmm, spmm_t_full
 from .validation import check_count, check_fraction, check_layout, check_matrix, check_positive, check_shapes
 
 logger = logging.getLogger("fastjmt")
@@ -199,9 +198,9 @@ def _modality(X: sp.csr_matrix, weight: float, masked_cols, low_memory: bool = F
     if not low_memory:
         Xt = _transpose(X)
         Xt_arr = (Xt.indptr, Xt.indices, Xt.data)
-    row_sums, row_sq = _row_sums(X_arr, X.shape[0], X.shape[1])
+    row_sums, row_sq = pp.row_sums(X.indptr, X.data)
     if Xt_arr is not None:  # column sums are the row sums of the transpose (float64, no new kernel signature)
-        col_sums, _ = _row_sums(Xt_arr, X.shape[1], X.shape[0])
+        col_sums, _ = pp.row_sums(Xt.indptr, Xt.data)
     else:  # float64 scatter from the CSR
         col_sums = spmm_t_full(X_arr, None, X.shape[1], np.ones((X.shape[0], 1)))[:, 0]
     return Modality(X_arr, Xt_arr, X.shape[0], X.shape[1], row_sums, col_sums, float(row_sq.sum()), weight,
@@ -216,13 +215,6 @@ def _transpose(X: sp.csr_matrix) -> sp.csr_matrix:
         Xt.indptr = Xt.indptr.astype(X.indptr.dtype)
         Xt.indices = Xt.indices.astype(X.indptr.dtype)
     return Xt
-
-
-def _row_sums(csr: tuple, n: int, p: int):
-    """Row sums and row sums of squares in float64 (no float64 copy of the data)."""
-    sums, sq = np.empty(n), np.empty(n)
-    kn.masked_row_sums(*csr, np.arange(n, dtype=np.int64), np.ones(p, np.uint8), sums, sq, work_chunks())
-    return sums, sq
 
 
 @contextlib.contextmanager

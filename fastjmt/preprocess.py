@@ -40,28 +40,61 @@ def to_csr(X, dtype=np.float64, name: str = "X") -> sp.csr_matrix:
     return M
 
 
-#: stored values one step of :func:`scale_rows` multiplies at once (bounds its temporary to 32 MiB in float64)
-_SCALE_CHUNK = 1 << 22
+#: stored values one step of :func:`scale_rows` / :func:`row_sums` handles at once (bounds the temporary to 32 MiB in float64)
+_RUN_VALUES = 1 << 22
+
+
+def row_runs(indptr: np.ndarray):
+    """Yield ``(r0, r1)``: consecutive runs of rows holding about ``_RUN_VALUES`` stored values each.
+
+    A row longer than that is a run of its own; every row is in exactly one run.
+    """
+    n = indptr.size - 1
+    r0 = 0
+    while r0 < n:
+        start = int(indptr[r0])
+        r1 = int(np.searchsorted(indptr, start + _RUN_VALUES, side="right")) - 1
+        r1 = min(n, max(r1, r0 + 1))
+        yield r0, r1
+        r0 = r1
 
 
 def scale_rows(X: sp.csr_matrix, scale: np.ndarray) -> None:
     """Multiply the stored values of row ``i`` by ``scale[i]``, in place.
 
-    NumPy over runs of rows holding about 4 million values each, so no
-    nnz-sized temporary is made (the per-value factors of one run at a time).
+    NumPy over runs of rows (:func:`row_runs`), so no nnz-sized temporary is
+    made (the per-value factors of one run at a time).
     """
     indptr, data = X.indptr, X.data
     scale = np.asarray(scale, dtype=data.dtype)
-    n = X.shape[0]
-    r0 = 0
-    while r0 < n:
-        start = int(indptr[r0])
-        r1 = int(np.searchsorted(indptr, start + _SCALE_CHUNK, side="right")) - 1
-        r1 = min(n, max(r1, r0 + 1))
-        stop = int(indptr[r1])
+    for r0, r1 in row_runs(indptr):
+        start, stop = int(indptr[r0]), int(indptr[r1])
         if stop > start:
             data[start:stop] *= np.repeat(scale[r0:r1], np.diff(indptr[r0:r1 + 1]))
-        r0 = r1
+
+
+def row_sums(indptr: np.ndarray, data: np.ndarray) -> tuple:
+    """Row sums and row sums of squares of a CSR matrix's stored values, in float64.
+
+    NumPy over runs of rows (:func:`row_runs`): a float64 temporary of one run
+    at a time, never of all nonzeros. Each row is summed by ``np.add.reduceat``
+    in a fixed order, independent of the number of threads.
+    """
+    n = indptr.size - 1
+    sums, sq = np.zeros(n), np.zeros(n)
+    for r0, r1 in row_runs(indptr):
+        start, stop = int(indptr[r0]), int(indptr[r1])
+        if stop == start:
+            continue
+        vals = data[start:stop].astype(np.float64)
+        lengths = np.diff(indptr[r0:r1 + 1])
+        filled = np.flatnonzero(lengths > 0)
+        # offsets of the non-empty rows only: each segment then ends where its row does
+        offsets = (indptr[r0:r1][filled] - start).astype(np.int64)
+        sums[r0 + filled] = np.add.reduceat(vals, offsets)
+        np.multiply(vals, vals, out=vals)
+        sq[r0 + filled] = np.add.reduceat(vals, offsets)
+    return sums, sq
 
 
 def normalize_log1p(X: sp.csr_matrix, target_sum: float | None = None, copy: bool = True) -> sp.csr_matrix:

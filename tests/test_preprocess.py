@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 import scipy.sparse as sp
 
 from fastjmt import preprocess as pp
@@ -79,7 +80,31 @@ def test_scale_rows_in_runs_matches_dense(monkeypatch):
         X = sp.csr_matrix(D)
         scale = rng.random(60)
         expect = np.diag(scale.astype(dtype)) @ X.toarray()
-        monkeypatch.setattr(pp, "_SCALE_CHUNK", 7)  # many runs, some of one row longer than a run
+        monkeypatch.setattr(pp, "_RUN_VALUES", 7)  # many runs, some of one row longer than a run
         pp.scale_rows(X, scale)
         assert X.data.dtype == dtype
         np.testing.assert_allclose(X.toarray(), expect, rtol=1e-6 if dtype == np.float32 else 1e-14)
+
+
+@pytest.mark.parametrize("run_values", [7, 1 << 22])
+@pytest.mark.parametrize("index_dtype", [np.int32, np.int64])
+def test_row_sums_in_runs_match_dense(monkeypatch, run_values, index_dtype):
+    monkeypatch.setattr(pp, "_RUN_VALUES", run_values)  # 7: many runs, some of one row longer than a run
+    for dtype in (np.float32, np.float64):
+        D = sp.random(50, 40, density=0.15, random_state=11, dtype=dtype).toarray()
+        D[0] = 0  # empty first row
+        D[20:23] = 0  # empty rows inside
+        D[5] = 2.5  # a heavy row
+        D[-2:] = 0  # empty last rows
+        X = sp.csr_matrix(D)
+        sums, sq = pp.row_sums(X.indptr.astype(index_dtype), X.data)
+        assert sums.dtype == sq.dtype == np.float64
+        D64 = D.astype(np.float64)
+        np.testing.assert_allclose(sums, D64.sum(axis=1), rtol=1e-13, atol=0)
+        np.testing.assert_allclose(sq, (D64 ** 2).sum(axis=1), rtol=1e-13, atol=0)
+        assert sums[0] == sums[21] == sums[-1] == 0.0
+
+
+def test_row_sums_of_empty_matrix():
+    sums, sq = pp.row_sums(np.zeros(4, np.int64), np.zeros(0, np.float32))
+    assert sums.tolist() == sq.tolist() == [0.0, 0.0, 0.0]
