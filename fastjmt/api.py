@@ -289,7 +289,8 @@ def fit(
     max_iter: int = 300,
     tol: float = 1e-5,
     patience: int = 5,
-    learning_rate: float = 0.05,
+    learning_rate: float = 0.1,
+    backtrack: bool = True,
     optimizer: str = "adam",
     batch_cells: float = 1.0,
     batch_features: float = 1.0,
@@ -341,7 +342,17 @@ def fit(
     patience : int
         See ``tol``.
     learning_rate : float
-        Step size of the optimiser for the logits and S.
+        Step size of the optimiser for the logits and S (with ``backtrack``,
+        the largest step; the step in use is lower after an undone epoch).
+    backtrack : bool
+        Keep an epoch only if it does not raise the loss. An epoch that does is
+        undone (factors and optimiser state go back to where they were), the
+        step is halved, and every kept epoch then grows it by 5 % up to
+        ``learning_rate``. The loss history is then non-increasing; an undone
+        epoch still counts in ``n_iter`` (it cost a pass over the data) and
+        repeats the previous loss in ``loss_history``. The fit also counts as
+        converged when the step has shrunk below ``1e-6 · learning_rate``
+        (no step lowers the loss any more). ``False``: every epoch is kept (Adam's loss can then rise a little).
     optimizer : {"adam", "gd"}
         Adam (default), or plain gradient descent (monotone for small steps).
     batch_cells, batch_features : float
@@ -405,7 +416,7 @@ def fit(
         raise ValueError(f"dtype must be float32 or float64, got {dtype!r}") from None
     if dtype not in (np.float32, np.float64):
         raise ValueError(f"dtype must be float32 or float64, got {dtype}")
-    for flag, name in ((preprocess, "preprocess"), (low_memory, "low_memory")):
+    for flag, name in ((preprocess, "preprocess"), (low_memory, "low_memory"), (backtrack, "backtrack")):
         if not isinstance(flag, (bool, np.bool_)):
             raise TypeError(f"{name} must be True or False, got {flag!r}")
     verbose = check_count(int(verbose) if isinstance(verbose, (bool, np.bool_)) else verbose, "verbose", 0)
@@ -451,7 +462,7 @@ def fit(
     problem = build_problem(G, R, A, n_shared, n_rna_only, n_atac_only, weights, dtype, bool(low_memory))
     sched = Schedule(
         max_iter=max_iter, tol=tol, patience=patience, optimizer=optimizer, learning_rate=learning_rate,
-        batch_cells=batch_cells, batch_features=batch_features, init=init, init_scale=init_scale,
+        backtrack=bool(backtrack), batch_cells=batch_cells, batch_features=batch_features, init=init, init_scale=init_scale,
         verbose=int(verbose), callback=callback,
     )
     if resume is not None and random_state is None:  # the seeds were drawn fresh: take them from the checkpoint
@@ -471,7 +482,7 @@ def fit(
         "layout": [n_shared, n_rna_only, n_atac_only],
         "dtype": dtype.name,
         "weights": weights,
-        "optimizer": [optimizer, learning_rate, batch_cells, batch_features],
+        "optimizer": [optimizer, learning_rate, bool(backtrack), batch_cells, batch_features],
         "init": [init, init_scale],
         "preprocess": bool(preprocess),
         "low_memory": bool(low_memory),

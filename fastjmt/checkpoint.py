@@ -21,7 +21,7 @@ import numpy as np
 
 from .objective import MODALITIES, Factors
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 _FIELDS = ("Z", "C", "Zf", "Cf", "S", "b", "c")
 
 
@@ -50,6 +50,8 @@ def pack_run(state, prefix: str, arrays: dict) -> dict:
         "seed": int(state.seed),
         "it": int(state.it),
         "calm": int(state.calm),
+        "undone": int(state.undone),
+        "lr": float(state.stepper.lr),
         "prev": float(state.prev),
         "converged": bool(state.converged),
         "stopped": bool(state.stopped),
@@ -69,10 +71,11 @@ def unpack_run(meta: dict, arrays, prefix: str, sched):
     for key in stepper.state:
         stepper.state[key] = (np.array(arrays[f"{prefix}/adam/{key}/M"]), np.array(arrays[f"{prefix}/adam/{key}/V"]))
     stepper.steps = dict(meta["steps"])
+    stepper.lr = float(meta["lr"])
     rng = np.random.default_rng()
     rng.bit_generator.state = meta["rng"]
     history = [list(row) for row in np.asarray(arrays[f"{prefix}/history"])]
-    return RunState(meta["seed"], params, stepper, rng, history, it=meta["it"], calm=meta["calm"],
+    return RunState(meta["seed"], params, stepper, rng, history, it=meta["it"], calm=meta["calm"], undone=meta["undone"],
                     prev=meta["prev"], converged=meta["converged"], stopped=meta["stopped"],
                     interrupted=meta["interrupted"], seconds=meta["seconds"])
 

@@ -64,7 +64,11 @@ class Schedule:
     tol: float = 1e-5
     patience: int = 5
     optimizer: str = "adam"
-    learning_rate: float = 0.05
+    learning_rate: float = 0.1
+    backtrack: bool = True
+    step_shrink: float = 0.5
+    step_regrow: float = 1.05
+    min_step: float = 1e-6
     beta1: float = 0.9
     beta2: float = 0.999
     eps: float = 1e-8
@@ -99,6 +103,7 @@ class _Stepper:
 
     def __init__(self, sched: Schedule, params: dict):
         self.s = sched
+        self.lr = sched.learning_rate  # the current step size (see ``_backtrack``)
         self.state = {}
         self.steps = {}
         for m in MODALITIES:
@@ -112,7 +117,7 @@ class _Stepper:
         """A step on a small block (the K × K association matrices), in NumPy."""
         self.steps[key] += 1
         G = np.asarray(G, dtype=P.dtype)
-        lr = self.s.learning_rate
+        lr = self.lr
         if self.s.optimizer == "adam":
             M, V = self.state[key]
             t = self.steps[key]
@@ -141,7 +146,7 @@ class _Stepper:
             G, np.ascontiguousarray(M if M is not None else _NO_MATRIX, dtype=dt), M is not None,
             G if extra is None else np.ascontiguousarray(extra, dtype=dt), float(extra_coef),
             np.ascontiguousarray(C, dtype=dt), _NO_COLUMNS if mask_cols is None else mask_cols, float(mask_coef),
-            float(ent_coef), Z, Mom, Var, rows, self.s.learning_rate, self.s.beta1, self.s.beta2, self.s.eps,
+            float(ent_coef), Z, Mom, Var, rows, self.lr, self.s.beta1, self.s.beta2, self.s.eps,
             self.steps[key], adam, out)
         return out
 
@@ -308,6 +313,7 @@ class RunState:
     history: list
     it: int = 0
     calm: int = 0
+    undone: int = 0  # epochs undone by backtracking (they still count in ``it``)
     prev: float = float("nan")
     converged: bool = False
     stopped: bool = False
@@ -357,23 +363,60 @@ def _advance(problem, sched, state, should_stop, on_epoch, progress):
     while not state.finished and state.it < sched.max_iter:
         it = state.it + 1
         te = time.perf_counter()
+        saved = _SavePoint(state) if sched.backtrack else None
         terms = _epoch(problem, state.params, sched, state.stepper, state.rng, it)
         if not np.isfinite(terms["total"]):
             raise NonFiniteError(f"the loss became non-finite at iteration {it}")
+        kept = saved is None or _backtrack(sched, state, saved, terms["total"])
+        if not kept:
+            terms = saved.terms
         state.it = it
         state.history.append([terms[t] for t in TERMS] + [terms["total"]])
         progress.update(it, terms, time.perf_counter() - te)
-        rel = abs(state.prev - terms["total"]) / max(abs(terms["total"]), 1e-12)
-        state.prev = terms["total"]
-        state.calm = state.calm + 1 if rel < sched.tol else 0
+        if kept:
+            rel = abs(state.prev - terms["total"]) / max(abs(terms["total"]), 1e-12)
+            state.prev = terms["total"]
+            state.calm = state.calm + 1 if rel < sched.tol else 0
         if sched.callback is not None and sched.callback(it, dict(terms), state.params):
             state.stopped = True
-        elif state.calm >= sched.patience:
+        elif state.calm >= sched.patience or state.stepper.lr < sched.min_step * sched.learning_rate:
             state.converged = True
         if should_stop is not None and should_stop() and not state.finished:
             state.interrupted = True
         if on_epoch is not None:
             on_epoch(state)
+
+
+class _SavePoint:
+    """Copies of a restart's factors and optimiser state before an epoch, to undo it.
+
+    O((cells + features) · K) memory: about twice the factors, never the data.
+    """
+
+    def __init__(self, state: RunState):
+        st = state.stepper
+        self.params = {m: f.copy() for m, f in state.params.items()}
+        self.adam = {k: (M.copy(), V.copy()) for k, (M, V) in st.state.items()}
+        self.steps = dict(st.steps)
+        self.terms = dict(zip(TERMS + ("total",), state.history[-1]))
+
+    def restore(self, state: RunState):
+        state.params.update(self.params)
+        state.stepper.state = self.adam
+        state.stepper.steps = self.steps
+
+
+def _backtrack(sched: Schedule, state: RunState, saved: _SavePoint, loss: float) -> bool:
+    """Keep the epoch if it did not raise the loss (the step then grows back toward ``learning_rate``);
+    otherwise undo it and halve the step. Returns whether the epoch was kept."""
+    step = state.stepper
+    if loss <= state.prev:
+        step.lr = min(step.lr * sched.step_regrow, sched.learning_rate)
+        return True
+    saved.restore(state)
+    step.lr *= sched.step_shrink
+    state.undone += 1
+    return False
 
 
 def run_once(problem: Problem, sched: Schedule, n_shared: int, n_rna_only: int, n_atac_only: int,
@@ -442,8 +485,8 @@ def fit_restarts(problem: Problem, sched: Schedule, layout: tuple, seeds: list, 
         final = cur.history[-1][-1]
         losses.append(final)
         if sched.verbose:
-            logger.info("restart %d/%d (seed %d): loss %.6g after %d epochs, %.2fs%s", r + 1, len(seeds), cur.seed,
-                        final, cur.it, cur.seconds, " (interrupted)" if cur.interrupted else "")
+            logger.info("restart %d/%d (seed %d): loss %.6g after %d epochs (%d undone), %.2fs%s", r + 1, len(seeds),
+                        cur.seed, final, cur.it, cur.undone, cur.seconds, " (interrupted)" if cur.interrupted else "")
         if best is None or final < best.history[-1][-1]:
             best = cur
         if interrupted or cur.stopped:

@@ -67,6 +67,20 @@ def test_resume_equals_uninterrupted_fit(data, reference, tmp_path, stop_at):
     _same(resumed, reference)
 
 
+def test_resume_keeps_the_shrunk_step_of_backtracking(data, tmp_path):
+    """A checkpoint written after an undone epoch stores the lowered step; resuming goes on with it."""
+    opts = dict(learning_rate=1.0, n_init=1, max_iter=30)
+    ref = _fit(data, **opts)
+    undone = np.flatnonzero(np.diff(ref.loss_history[:, -1]) == 0) + 1  # epochs that were undone
+    assert undone.size and undone[0] < 29
+    cut_at = max(2, int(undone[0]) + 1)  # a checkpoint one epoch after the first undone one
+    path = tmp_path / "fit.npz"
+    _fit(data, checkpoint=path, checkpoint_every=cut_at, callback=_stop_after(cut_at + 1), **opts)
+    current = ckpt.read_meta(path)["current"]
+    assert current["it"] == cut_at and current["undone"] >= 1 and current["lr"] < 1.0
+    _same(_fit(data, resume=path, **opts), ref)
+
+
 def test_ctrl_c_returns_state_and_saves_a_resumable_checkpoint(data, reference, tmp_path):
     path = tmp_path / "fit.npz"
 

@@ -91,10 +91,35 @@ def test_same_seed_same_result_and_seed_reruns_kept_restart(small):
 
 
 def test_gradient_descent_loss_never_rises(small):
-    r = _fit(small, optimizer="gd", learning_rate=1e-3, max_iter=25, tol=0.0, init="random")
+    r = _fit(small, optimizer="gd", learning_rate=1e-3, max_iter=25, tol=0.0, init="random", backtrack=False)
     total = r.loss_history[:, -1]
     assert total[-1] < total[0]
     assert np.all(np.diff(total) <= 1e-9 * np.abs(total[:-1]))
+
+
+@pytest.mark.parametrize("learning_rate", [0.1, 1.0, 1e3])
+def test_backtracking_keeps_the_loss_from_rising(small, learning_rate):
+    """Adam's loss rises in some epochs; with ``backtrack`` (the default) those epochs are undone."""
+    plain = _fit(small, learning_rate=learning_rate, max_iter=60, tol=0.0, backtrack=False)
+    assert np.any(np.diff(plain.loss_history[:, -1]) > 0)  # the case exists on this data
+    r = _fit(small, learning_rate=learning_rate, max_iter=60, tol=0.0)
+    total = r.loss_history[:, -1]
+    assert r.n_iter == 60 and total.shape == (61,)
+    assert np.all(np.diff(total) <= 0)
+    assert np.any(np.diff(total) == 0)  # undone epochs repeat the loss before them
+    assert total[-1] < total[0]
+    if learning_rate > 1.0:  # far too large a step: plain Adam ends above where it started, backtracking recovers
+        assert plain.loss_history[-1, -1] > total[-1]
+
+
+def test_backtracking_stops_when_no_step_lowers_the_loss():
+    """An undone epoch halves the step; once it is below ``min_step · learning_rate`` the fit has converged."""
+    c = random_case(seed=5, n_atac=40, n_rna=30, n_genes=12, n_regions=20, layout=(2, 1, 1))
+    sched = driver.Schedule(learning_rate=1e6, min_step=1e-2, tol=0.0, max_iter=50)
+    out = driver.run_once(c["problem"], sched, 2, 1, 1, seed=0)
+    total = out.history[:, -1]
+    assert out.converged and out.n_iter == 7  # 1e6 · 0.5**7 < 1e6 · 1e-2: seven undone epochs
+    assert np.all(total == total[0])
 
 
 def test_every_block_step_lowers_the_loss():
