@@ -352,7 +352,8 @@ def fit(
         epoch still counts in ``n_iter`` (it cost a pass over the data) and
         repeats the previous loss in ``loss_history``. The fit also counts as
         converged when the step has shrunk below ``1e-6 · learning_rate``
-        (no step lowers the loss any more). ``False``: every epoch is kept (Adam's loss can then rise a little).
+        (no step lowers the loss any more). ``False``: every epoch is kept
+        (Adam's loss can then rise a little).
     optimizer : {"adam", "gd"}
         Adam (default), or plain gradient descent (monotone for small steps).
     batch_cells, batch_features : float
@@ -462,8 +463,8 @@ def fit(
     problem = build_problem(G, R, A, n_shared, n_rna_only, n_atac_only, weights, dtype, bool(low_memory))
     sched = Schedule(
         max_iter=max_iter, tol=tol, patience=patience, optimizer=optimizer, learning_rate=learning_rate,
-        backtrack=bool(backtrack), batch_cells=batch_cells, batch_features=batch_features, init=init, init_scale=init_scale,
-        verbose=int(verbose), callback=callback,
+        backtrack=bool(backtrack), batch_cells=batch_cells, batch_features=batch_features, init=init,
+        init_scale=init_scale, verbose=int(verbose), callback=callback,
     )
     if resume is not None and random_state is None:  # the seeds were drawn fresh: take them from the checkpoint
         from .checkpoint import read_meta

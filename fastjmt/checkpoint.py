@@ -75,8 +75,8 @@ def unpack_run(meta: dict, arrays, prefix: str, sched):
     rng = np.random.default_rng()
     rng.bit_generator.state = meta["rng"]
     history = [list(row) for row in np.asarray(arrays[f"{prefix}/history"])]
-    return RunState(meta["seed"], params, stepper, rng, history, it=meta["it"], calm=meta["calm"], undone=meta["undone"],
-                    prev=meta["prev"], converged=meta["converged"], stopped=meta["stopped"],
+    return RunState(meta["seed"], params, stepper, rng, history, it=meta["it"], calm=meta["calm"],
+                    undone=meta["undone"], prev=meta["prev"], converged=meta["converged"], stopped=meta["stopped"],
                     interrupted=meta["interrupted"], seconds=meta["seconds"])
 
 

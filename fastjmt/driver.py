@@ -15,6 +15,12 @@ One epoch visits the blocks in this order, each with the others fixed::
 
 so one epoch costs two passes over each modality's nonzeros, and the loss at
 the end of a full-batch epoch is read off the last product for free.
+
+Backtracking (``Schedule.backtrack``, the default): the factors and optimiser
+state are copied before each epoch (O((cells + features) · K)); an epoch that
+raises the loss is undone from that copy and the step halved, and each kept
+epoch regrows the step by 5 % up to ``learning_rate``. The loss history is
+non-increasing, and a step below ``min_step · learning_rate`` counts as converged.
 """
 
 from __future__ import annotations

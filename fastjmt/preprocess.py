@@ -40,7 +40,7 @@ def to_csr(X, dtype=np.float64, name: str = "X") -> sp.csr_matrix:
     return M
 
 
-#: stored values one step of :func:`scale_rows` / :func:`row_sums` handles at once (bounds the temporary to 32 MiB in float64)
+#: stored values one step of :func:`scale_rows` / :func:`row_sums` handles at once (a 32 MiB float64 temporary)
 _RUN_VALUES = 1 << 22
 
 
