@@ -66,5 +66,6 @@ def test_fit_is_finite_on_the_simplex_and_leaves_inputs_alone(kw):
         np.testing.assert_allclose(C.sum(axis=1), 1.0, rtol=1e-4)
     for a in (res.S_rna, res.S_atac, res.b_rna, res.b_atac, res.b_genes, res.b_regions, res.loss_history):
         assert np.all(np.isfinite(a))
+    assert np.all(np.diff(res.loss_history[:, -1]) <= 0)  # backtracking (the default): the loss never rises
     for k, v in before.items():
         assert _equal(v, kw[k]), k
