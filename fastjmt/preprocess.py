@@ -11,7 +11,6 @@ import numpy as np
 import scipy.sparse as sp
 
 
-
 def to_csr(X, dtype=np.float64, name: str = "X") -> sp.csr_matrix:
     """A canonical CSR copy of ``X`` in ``dtype`` (anything scipy can turn into CSR).
 
