@@ -31,7 +31,7 @@ from fastjmt.api import build_problem
 from fastjmt._threads import fit_threads
 from fastjmt.driver import Schedule, _epoch, _Stepper
 from fastjmt.initialize import initialize
-from fastjmt.objective import column_block, spmm, spmm_t_full
+from fastjmt.objective import column_block, kernel_mask, spmm, spmm_t_full
 from fastjmt import preprocess as pp
 
 
@@ -53,7 +53,7 @@ def kernels(X, K, dtype, repeat, threads):
     V = rng.random((p, K)).astype(dtype)
     U = rng.random((n, K)).astype(dtype)
     rows, cols = np.arange(n, dtype=np.int64), np.arange(p, dtype=np.int64)
-    cm, rm = np.ones(p, np.uint8), np.ones(n, np.uint8)
+    cm, rm = kernel_mask(np.ones(p, np.uint8)), kernel_mask(np.ones(n, np.uint8))  # every column, as in a full batch
     o1, o2 = np.empty((n, K), dtype), np.empty((p, K), dtype)
     item = np.dtype(dtype).itemsize  # the column blocks a fit uses
     bp, bn = column_block(X.indptr, p, K, item), column_block(Xt.indptr, n, K, item)

@@ -176,11 +176,20 @@ def column_block(indptr: np.ndarray, p: int, K: int, itemsize: int) -> int:
     return max(cols, -(-p // max_blocks), 1)
 
 
+#: the sparse products' ``col_mask`` for "every column": no mask load or branch per nonzero.
+_EVERY_COLUMN = np.zeros(0, dtype=np.uint8)
+
+
+def kernel_mask(col_mask: np.ndarray) -> np.ndarray:
+    """``col_mask`` as the sparse products take it: empty when it keeps every column (a full batch)."""
+    return _EVERY_COLUMN if col_mask.all() else col_mask
+
+
 def spmm(csr: tuple, rows: np.ndarray, col_mask: np.ndarray, B: np.ndarray) -> np.ndarray:
     """``X[rows][:, col_mask] @ B[col_mask]`` from CSR arrays (column indices sorted within rows)."""
     out = np.empty((rows.shape[0], B.shape[1]), dtype=B.dtype)
     block = column_block(csr[0], B.shape[0], B.shape[1], B.dtype.itemsize)
-    kn.spmm_rows(csr[0], csr[1], csr[2], rows, col_mask, B, out, work_chunks(), block)
+    kn.spmm_rows(csr[0], csr[1], csr[2], rows, kernel_mask(col_mask), B, out, work_chunks(), block)
     return out
 
 
@@ -203,7 +212,8 @@ def spmm_t(X: tuple, Xt, rows: np.ndarray, row_mask: np.ndarray, cols: np.ndarra
     p = col_mask.shape[0]
     out = np.empty((p, U.shape[1]), dtype=U.dtype)
     block = column_block(X[0], p, U.shape[1], U.dtype.itemsize)
-    kn.spmm_t_rows(X[0], X[1], X[2], rows, col_mask, np.ascontiguousarray(U), out, numba.get_num_threads(), block)
+    kn.spmm_t_rows(X[0], X[1], X[2], rows, kernel_mask(col_mask), np.ascontiguousarray(U), out,
+                   numba.get_num_threads(), block)
     return out if cols.shape[0] == p else np.ascontiguousarray(out[cols])
 
 

@@ -19,7 +19,8 @@ def _tall(rng, n, k, dtype):
 @pytest.mark.parametrize("index_dtype", [np.int32, np.int64])
 @pytest.mark.parametrize("n_chunks", [1, 3, 64])
 @pytest.mark.parametrize("block_cols", [1, 7, 80])
-def test_spmm_rows_matches_numpy(dtype, index_dtype, n_chunks, block_cols):
+@pytest.mark.parametrize("every_column", [False, True])
+def test_spmm_rows_matches_numpy(dtype, index_dtype, n_chunks, block_cols, every_column):
     rng = np.random.default_rng(0)
     X = random_csr(rng, 300, 80, 0.1, dtype, index_dtype)
     X = sp.diags((np.arange(300) != 5).astype(dtype)) @ X  # row 5 empty
@@ -30,9 +31,12 @@ def test_spmm_rows_matches_numpy(dtype, index_dtype, n_chunks, block_cols):
     B = _tall(rng, 80, 6, dtype)
     rows = np.sort(rng.choice(300, 170, replace=False)).astype(np.int64)
     mask = (rng.random(80) < 0.6).astype(np.uint8)
+    if every_column:  # an empty mask keeps every column
+        mask = np.zeros(0, np.uint8)
+    keep = mask.astype(bool) if mask.size else np.ones(80, bool)
     out = np.empty((rows.size, 6), dtype)
     kn.spmm_rows(X.indptr, X.indices, X.data, rows, mask, B, out, n_chunks, block_cols)
-    expect = X.toarray()[rows][:, mask.astype(bool)] @ B[mask.astype(bool)]
+    expect = X.toarray()[rows][:, keep] @ B[keep]
     np.testing.assert_allclose(out, expect, **TOL[dtype])
 
 
@@ -212,18 +216,24 @@ def test_logit_step_rows_matches_numpy(dtype, adam, use_M):
     assert np.all(np.isfinite(out)) and np.allclose(out.sum(1), 1.0, atol=1e-5)
 
 
-def test_kernel_scatter_transpose_matches_gather():
+@pytest.mark.parametrize("every_column", [False, True])
+@pytest.mark.parametrize("index_dtype", [np.int32, np.int64])
+def test_kernel_scatter_transpose_matches_gather(every_column, index_dtype):
     rng = np.random.default_rng(3)
     X = sp.random(300, 70, density=0.1, format="csr", random_state=3)
+    X.indptr, X.indices = X.indptr.astype(index_dtype), X.indices.astype(index_dtype)
     rows = np.sort(rng.choice(300, 200, replace=False)).astype(np.int64)
     mask = (rng.random(70) < 0.7).astype(np.uint8)
+    keep = mask
+    if every_column:  # an empty mask keeps every column
+        mask, keep = np.zeros(0, np.uint8), np.ones(70, np.uint8)
     U = rng.normal(size=(200, 5))
     first = {}
     for n_chunks in (1, 3):
         for block_cols in (70, 9, 1):
             out = np.empty((70, 5))
             kn.spmm_t_rows(X.indptr, X.indices, X.data, rows, mask, U, out, n_chunks, block_cols)
-            expect = (X.toarray()[rows].T @ U) * mask[:, None]
+            expect = (X.toarray()[rows].T @ U) * keep[:, None]
             np.testing.assert_allclose(out, expect, rtol=1e-12, atol=1e-12)
             # column blocks change the visiting order, never the order of each output's sum
             np.testing.assert_array_equal(out, first.setdefault(n_chunks, out))
@@ -238,3 +248,13 @@ def test_column_block_fits_the_cache_and_caps_the_sweeps():
     sparse_rows = np.arange(0, 1001 * 16, 16, dtype=np.int32)  # 16 nonzeros per row: at most 2 sweeps
     assert column_block(sparse_rows, 100_000, 20, 8) == 50_000
     assert column_block(np.zeros(1, np.int64), 0, 4, 8) >= 1  # no rows, no columns
+
+
+def test_kernel_mask_is_empty_only_when_every_column_is_kept():
+    from fastjmt.objective import kernel_mask
+
+    assert kernel_mask(np.ones(5, np.uint8)).size == 0
+    partial = np.array([1, 0, 1], np.uint8)
+    assert kernel_mask(partial) is partial
+    none_kept = np.zeros(4, np.uint8)  # keeps nothing: must stay a mask, not become "every column"
+    assert kernel_mask(none_kept) is none_kept

@@ -9,7 +9,7 @@ import numba
 import numpy as np
 
 from fastjmt import kernels as kn
-from fastjmt.objective import column_block, frob, work_chunks
+from fastjmt.objective import column_block, frob, kernel_mask, work_chunks
 
 from .common import THREADS, data, dense_right_factor
 
@@ -26,7 +26,8 @@ class SparseProducts:
         n, p = X.shape
         self.V, self.U = dense_right_factor(p, K, dtype), dense_right_factor(n, K, dtype, seed=1)
         self.rows, self.cols = np.arange(n, dtype=np.int64), np.arange(p, dtype=np.int64)
-        self.row_mask, self.col_mask = np.ones(n, np.uint8), np.ones(p, np.uint8)
+        # every row / column, as in a full batch (an empty mask: no mask check per nonzero)
+        self.row_mask, self.col_mask = kernel_mask(np.ones(n, np.uint8)), kernel_mask(np.ones(p, np.uint8))
         self.out_n, self.out_p = np.empty((n, K), dtype), np.empty((p, K), dtype)
         item = np.dtype(dtype).itemsize  # column blocks as inside a fit
         self.block_p, self.block_n = column_block(X.indptr, p, K, item), column_block(self.Xt.indptr, n, K, item)
@@ -72,7 +73,7 @@ class BilinearTerm:
         n, p = X.shape
         self.X = X
         self.U, self.V = dense_right_factor(n, K, dtype, seed=1), dense_right_factor(p, K, dtype)
-        self.rows, self.col_mask = np.arange(n, dtype=np.int64), np.ones(p, np.uint8)
+        self.rows, self.col_mask = np.arange(n, dtype=np.int64), kernel_mask(np.ones(p, np.uint8))
         self.out = np.empty((n, K), dtype)
         self.block = column_block(X.indptr, p, K, np.dtype(dtype).itemsize)
         self.time_bilinear()

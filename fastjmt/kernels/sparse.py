@@ -3,8 +3,15 @@
 Every kernel takes the raw ``indptr, indices, data`` arrays of a CSR matrix
 (or of a CSC matrix read as the CSR of its transpose), never a scipy object.
 ``indptr`` and ``indices`` may be int32 or int64; offsets are computed in
-int64. A mini-batch is described by ``rows`` (the rows to visit, in output
-order) and ``col_mask`` (a uint8 flag per column: 1 keeps the column).
+64 bits. A mini-batch is described by ``rows`` (the rows to visit, in output
+order) and ``col_mask`` (a uint8 flag per column: 1 keeps the column); the
+products take an empty ``col_mask`` to mean every column, which skips a load
+and a branch per nonzero (a quarter of a full-batch product's time).
+
+Positions and column indices inside the nonzero loops are unsigned (uint64):
+Numba then indexes without the negative-index wraparound it adds for signed
+integers, three instructions less per array access (the products ran 15–25 %
+faster; see docs/performance.md). Valid CSR arrays hold no negative values.
 
 Rows are split into chunks of roughly equal nonzero count, so that skewed
 rows do not leave a thread idle. No output element is written by two chunks,
@@ -66,8 +73,8 @@ def spmm_rows(indptr, indices, data, rows, col_mask, B, out, n_chunks, block_col
         CSR arrays of ``X`` (n × p), column indices sorted within each row.
     rows : ndarray of int64, shape (m,)
         Rows of ``X`` to multiply, in output order.
-    col_mask : ndarray of uint8, shape (p,)
-        Columns that take part (1) or are skipped (0).
+    col_mask : ndarray of uint8, shape (p,) or (0,)
+        Columns that take part (1) or are skipped (0); empty: every column.
     B : ndarray, shape (p, K)
         Dense right factor, C-contiguous.
     out : ndarray, shape (m, K)
@@ -81,26 +88,36 @@ def spmm_rows(indptr, indices, data, rows, col_mask, B, out, n_chunks, block_col
         nonzeros in column order, so the result does not depend on it either.
     """
     p, K = B.shape
+    masked = col_mask.shape[0] > 0
     bounds = nnz_balanced_bounds(indptr, rows, n_chunks)
-    cursor = np.empty(rows.shape[0], dtype=np.int64)
+    cursor = np.empty(rows.shape[0], dtype=np.uint64)
+    one = np.uint64(1)
     # the loop is written out here, not in a worker function: one compiled function less at the first fit
     for ch in prange(bounds.shape[0] - 1):
         t0, t1 = bounds[ch], bounds[ch + 1]
         for t in range(t0, t1):
-            cursor[t] = np.int64(indptr[rows[t]])
+            cursor[t] = np.uint64(indptr[rows[t]])
             for k in range(K):
                 out[t, k] = 0.0
         for hi in range(block_cols, p + block_cols, block_cols):
             for t in range(t0, t1):
-                end = np.int64(indptr[rows[t] + 1])
+                end = np.uint64(indptr[rows[t] + 1])
                 jj = cursor[t]
-                while jj < end and indices[jj] < hi:
-                    j = indices[jj]
-                    if col_mask[j]:
+                if masked:
+                    while jj < end and indices[jj] < hi:
+                        j = np.uint64(indices[jj])
+                        if col_mask[j]:
+                            x = data[jj]
+                            for k in range(K):
+                                out[t, k] += x * B[j, k]
+                        jj += one
+                else:
+                    while jj < end and indices[jj] < hi:
+                        j = np.uint64(indices[jj])
                         x = data[jj]
                         for k in range(K):
                             out[t, k] += x * B[j, k]
-                    jj += 1
+                        jj += one
                 cursor[t] = jj
 
 
@@ -132,8 +149,8 @@ def spmm_t_rows(indptr, indices, data, rows, col_mask, U, out, n_chunks, block_c
         CSR arrays of ``X`` (n × p), column indices sorted within each row.
     rows : ndarray of int64, shape (m,)
         Rows of ``X`` taking part; ``U[t]`` belongs to row ``rows[t]``.
-    col_mask : ndarray of uint8, shape (p,)
-        Columns that take part.
+    col_mask : ndarray of uint8, shape (p,) or (0,)
+        Columns that take part; empty: every column.
     U : ndarray, shape (m, K)
         Dense left factor, one row per entry of ``rows``.
     out : ndarray, shape (p, K)
@@ -151,7 +168,7 @@ def spmm_t_rows(indptr, indices, data, rows, col_mask, U, out, n_chunks, block_c
     bounds = nnz_balanced_bounds(indptr, rows, n_chunks)
     nc = bounds.shape[0] - 1
     buf = np.empty((nc, p, K), dtype=out.dtype)
-    cursor = np.empty(rows.shape[0], dtype=np.int64)
+    cursor = np.empty(rows.shape[0], dtype=np.uint64)
     for ch in prange(nc):
         _scatter_rows(indptr, indices, data, rows, col_mask, U, bounds[ch], bounds[ch + 1], block_cols, cursor,
                       buf[ch])
@@ -171,17 +188,27 @@ def _scatter_rows(indptr, indices, data, rows, col_mask, U, t0, t1, block_cols, 
     """
     acc[:, :] = 0.0
     p, K = acc.shape
+    masked = col_mask.shape[0] > 0
+    one = np.uint64(1)
     for t in range(t0, t1):
-        cursor[t] = np.int64(indptr[rows[t]])
+        cursor[t] = np.uint64(indptr[rows[t]])
     for hi in range(block_cols, p + block_cols, block_cols):
         for t in range(t0, t1):
-            end = np.int64(indptr[rows[t] + 1])
+            end = np.uint64(indptr[rows[t] + 1])
             jj = cursor[t]
-            while jj < end and indices[jj] < hi:
-                j = indices[jj]
-                if col_mask[j]:
+            if masked:
+                while jj < end and indices[jj] < hi:
+                    j = np.uint64(indices[jj])
+                    if col_mask[j]:
+                        x = data[jj]
+                        for k in range(K):
+                            acc[j, k] += x * U[t, k]
+                    jj += one
+            else:
+                while jj < end and indices[jj] < hi:
+                    j = np.uint64(indices[jj])
                     x = data[jj]
                     for k in range(K):
                         acc[j, k] += x * U[t, k]
-                jj += 1
+                    jj += one
             cursor[t] = jj
