@@ -9,7 +9,7 @@ coordinates if asked, fits, and writes the results where scanpy users look:
 ``.obs["<key>_cluster"]``     hard clusters (argmax of C), categorical
 ``.varm["<key>_C"]``          feature memberships (features × K; NaN rows for
                               features left out of the fit)
-``.uns["<key>"]``             S, loss history, n_iter, converged, seed, layout
+``.uns["<key>"]``             S, loss history, n_iter, n_undone, converged, seed, layout
                               and the fit's options (in both AnnData objects)
 ============================  ==================================================
 
@@ -163,7 +163,8 @@ def fit_anndata(
     names = [f"{key}_{k}" for k in range(res.K)]
     uns = {
         "S_rna": res.S_rna, "S_atac": res.S_atac, "loss_history": res.loss_history,
-        "loss_terms": list(res.loss_terms), "n_iter": res.n_iter, "converged": res.converged, "seed": res.seed,
+        "loss_terms": list(res.loss_terms), "n_iter": res.n_iter, "n_undone": res.n_undone,
+        "converged": res.converged, "seed": res.seed,
         "n_shared": res.n_shared, "n_rna_only": res.n_rna_only, "n_atac_only": res.n_atac_only,
         "cluster_names": names,
         "params": {k: v for k, v in fit_kwargs.items() if isinstance(v, (int, float, str, bool))},

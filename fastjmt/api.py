@@ -66,6 +66,10 @@ class JMTResult:
         The column names of ``loss_history``.
     n_iter : int
         Epochs run by the kept restart.
+    n_undone : int
+        How many of those epochs backtracking undone (they raised the loss; the
+        factors went back and the step halved). Each repeats the previous row of
+        ``loss_history``. 0 with ``backtrack=False``.
     converged : bool
         Whether the kept restart met the tolerance before ``max_iter``.
     seed : int
@@ -108,6 +112,7 @@ class JMTResult:
     programs_atac: np.ndarray
     interrupted: bool = False
     loss_terms: tuple = field(default=TERMS + ("total",))
+    n_undone: int = 0
 
     @property
     def labels_rna(self) -> np.ndarray:
@@ -525,6 +530,7 @@ def fit(
         converged=best.converged, seed=best.seed, n_shared=n_shared, n_rna_only=n_rna_only,
         n_atac_only=n_atac_only, fit_seconds=time.perf_counter() - t_start, restart_losses=np.asarray(losses),
         interrupted=outcome.interrupted, programs_rna=programs["rna"], programs_atac=programs["atac"],
+        n_undone=best.undone,
     )
 
 

@@ -98,6 +98,7 @@ class RunOutcome:
     seed: int
     stopped_by_callback: bool = False
     seconds: float = 0.0
+    undone: int = 0  # epochs undone by backtracking (counted in n_iter)
 
 
 class NonFiniteError(FloatingPointError):
@@ -332,7 +333,7 @@ class RunState:
 
     def outcome(self) -> RunOutcome:
         return RunOutcome(self.params, np.asarray(self.history), self.it, self.converged, self.seed, self.stopped,
-                          self.seconds)
+                          self.seconds, self.undone)
 
 
 def start_run(problem: Problem, sched: Schedule, n_shared: int, n_rna_only: int, n_atac_only: int,

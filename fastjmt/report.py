@@ -37,7 +37,8 @@ def write_report(res: JMTResult, out_dir, rna_cells: Optional[Sequence] = None, 
     lines = [
         "# fastjmt report", "",
         f"- clusters: K = {res.K} ({res.n_shared} shared, {res.n_rna_only} RNA-only, {res.n_atac_only} ATAC-only)",
-        f"- epochs: {res.n_iter}, converged: {res.converged}, interrupted: {res.interrupted}, seed: {res.seed}",
+        f"- epochs: {res.n_iter} ({res.n_undone} undone by backtracking), converged: {res.converged}, "
+        f"interrupted: {res.interrupted}, seed: {res.seed}",
         f"- fit time: {res.fit_seconds:.2f} s, final loss: {res.loss:.6g}", "",
         "| term | final value |", "|---|---|",
         *[f"| {t} | {v:.6g} |" for t, v in zip(res.loss_terms, res.loss_history[-1])], "",

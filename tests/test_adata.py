@@ -51,7 +51,8 @@ def test_results_land_where_scanpy_users_look(sim):
     assert list(rna.obs["jmt_cluster"].cat.categories) == ["jmt_0", "jmt_1", "jmt_2"]
     assert (rna.obs["jmt_cluster"].astype(str).to_numpy() == np.array(["jmt_0", "jmt_1", "jmt_2"])[res.labels_rna]).all()
     assert rna.varm["jmt_C"].shape == (150, 3) and atac.varm["jmt_C"].shape == (300, 3)
-    assert rna.uns["jmt"]["n_iter"] == res.n_iter and rna.uns["jmt"]["S_rna"].shape == (3, 3)
+    assert rna.uns["jmt"]["n_iter"] == res.n_iter and rna.uns["jmt"]["n_undone"] == res.n_undone
+    assert rna.uns["jmt"]["S_rna"].shape == (3, 3)
     s = fastjmt.pooled_scores(res, sim.rna_labels, sim.atac_labels)
     assert s["ari_pooled"] > 0.9
 

@@ -43,7 +43,7 @@ def _same(a, b):
     for name in ("C_rna", "C_atac", "C_genes", "C_regions", "S_rna", "S_atac", "b_rna", "b_regions", "loss_history",
                  "restart_losses"):
         np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
-    assert (a.n_iter, a.seed, a.converged) == (b.n_iter, b.seed, b.converged)
+    assert (a.n_iter, a.n_undone, a.seed, a.converged) == (b.n_iter, b.n_undone, b.seed, b.converged)
 
 
 def _stop_after(total_epochs):

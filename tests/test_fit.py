@@ -107,6 +107,7 @@ def test_backtracking_keeps_the_loss_from_rising(small, learning_rate):
     assert r.n_iter == 60 and total.shape == (61,)
     assert np.all(np.diff(total) <= 0)
     assert np.any(np.diff(total) == 0)  # undone epochs repeat the loss before them
+    assert 0 < r.n_undone <= np.count_nonzero(np.diff(total) == 0) and plain.n_undone == 0
     assert total[-1] < total[0]
     if learning_rate > 1.0:  # far too large a step: plain Adam ends above where it started, backtracking recovers
         assert plain.loss_history[-1, -1] > total[-1]
@@ -118,7 +119,7 @@ def test_backtracking_stops_when_no_step_lowers_the_loss():
     sched = driver.Schedule(learning_rate=1e6, min_step=1e-2, tol=0.0, max_iter=50)
     out = driver.run_once(c["problem"], sched, 2, 1, 1, seed=0)
     total = out.history[:, -1]
-    assert out.converged and out.n_iter == 7  # 1e6 · 0.5**7 < 1e6 · 1e-2: seven undone epochs
+    assert out.converged and out.n_iter == 7 and out.undone == 7  # 1e6 · 0.5**7 < 1e6 · 1e-2: seven undone epochs
     assert np.all(total == total[0])
 
 
