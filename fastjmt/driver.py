@@ -36,6 +36,7 @@ from .objective import (
     MODALITIES,
     TERMS,
     Batch,
+    SideStats,
     Factors,
     entropy_mean,
     Problem,
@@ -205,6 +206,9 @@ class _Epoch:
             cs = spmm_t(mod.X, mod.Xt, self.I, batch.row_mask, self.J, batch.col_mask, ones)[:, 0]
             self.row_sums, self.col_sums, self.sq_norm = rs, cs, float(rq.sum())
         self.coef = 2.0 * mod.weight / (self.I.size * self.J.size)
+        #: side_stats(C S, b) over all cells after the cell step's bias refit; still valid at the
+        #: feature step (nothing between them changes this modality's C, S or b); full batches only
+        self.cell_side = None
 
     def take(self, arr, idx):
         return arr if self.batch.full else np.ascontiguousarray(arr[idx])
@@ -217,20 +221,29 @@ class _Epoch:
             arr[idx] = values
 
 
-def _refit_biases(mod, f: Factors, cells_first: bool, U=None):
+def _refit_biases(mod, f: Factors, cells_first: bool, U=None, known: SideStats = None) -> SideStats:
     """Set both bias vectors of a modality to their closed-form minimisers, one after the other.
 
     Uses all cells and features even in mini-batch mode: the closed forms need
     only the precomputed row and column sums of X and K-sized summaries of the
     factors, no pass over the data.
+
+    ``known`` is the caller's ``side_stats`` of the side the first refit reads
+    (``side_stats(Cf, c)`` when ``cells_first``, else ``side_stats(C S, b)``),
+    when it has them for the current factors. Returns the side stats the second
+    refit read (``side_stats(C S, b)`` with the new ``b``, or ``side_stats(Cf, c)``
+    with the new ``c``): they stay valid after it, since it changes the other side.
     """
     U = matmul(f.C, f.S) if U is None else U
     if cells_first:
-        f.b[:] = closed_form_bias(mod.row_sums, U, side_stats(f.Cf, f.c), mod.p)
-        f.c[:] = closed_form_bias(mod.col_sums, f.Cf, side_stats(U, f.b), mod.n)
+        f.b[:] = closed_form_bias(mod.row_sums, U, side_stats(f.Cf, f.c) if known is None else known, mod.p)
+        last = side_stats(U, f.b)
+        f.c[:] = closed_form_bias(mod.col_sums, f.Cf, last, mod.n)
     else:
-        f.c[:] = closed_form_bias(mod.col_sums, f.Cf, side_stats(U, f.b), mod.n)
-        f.b[:] = closed_form_bias(mod.row_sums, U, side_stats(f.Cf, f.c), mod.p)
+        f.c[:] = closed_form_bias(mod.col_sums, f.Cf, side_stats(U, f.b) if known is None else known, mod.n)
+        last = side_stats(f.Cf, f.c)
+        f.b[:] = closed_form_bias(mod.row_sums, U, last, mod.p)
+    return last
 
 
 def _cell_and_S_step(problem, name, ep: _Epoch, other_S, step: _Stepper, it: int):
@@ -256,7 +269,9 @@ def _cell_and_S_step(problem, name, ep: _Epoch, other_S, step: _Stepper, it: int
     step("S_" + name, f.S, gS, np.arange(f.S.shape[0], dtype=np.int64))
     _check_finite(f.S, "S_" + name, it)
 
-    _refit_biases(ep.mod, f, cells_first=True)
+    # in a full batch, sv = side_stats(Cf, c) of the whole modality, which nothing above changed
+    cell_side = _refit_biases(ep.mod, f, cells_first=True, known=sv if ep.batch.full else None)
+    ep.cell_side = cell_side if ep.batch.full else None
 
 
 def _feature_step(problem, name, ep: _Epoch, g_coupling, step: _Stepper, it: int):
@@ -268,18 +283,19 @@ def _feature_step(problem, name, ep: _Epoch, g_coupling, step: _Stepper, it: int
     C_I, b_I, c_J = ep.take(f.C, I), ep.take(f.b, I), ep.take(f.c, J)
     U_I = matmul(C_I, f.S)
     XtU = spmm_t(ep.mod.X, ep.mod.Xt, I, ep.batch.row_mask, J, ep.batch.col_mask, U_I)
-    su = side_stats(U_I, b_I)
+    su = side_stats(U_I, b_I) if ep.cell_side is None else ep.cell_side
     V_J = ep.take(f.Cf, J)
     gV = recon_grad(XtU, V_J, su, c_J, ep.coef)
     V_J = step.logits("Zf_" + name, f.Zf, J, V_J, gV, extra=ep.take(g_coupling, J), extra_coef=-problem.a4)
     _check_finite(V_J, "Zf_" + name, it)
     ep.put(f.Cf, J, V_J)
 
-    _refit_biases(ep.mod, f, cells_first=False, U=U_I if ep.batch.full else None)
     if not ep.batch.full:
+        _refit_biases(ep.mod, f, cells_first=False)
         return None
+    sv = _refit_biases(ep.mod, f, cells_first=False, U=U_I, known=su)  # side_stats(Cf, c) at the new point
     bil = frob(V_J, XtU)
-    su, sv = side_stats(U_I, f.b), side_stats(V_J, f.c)
+    su = side_stats(U_I, f.b)
     return ep.mod.weight * recon_value(ep.sq_norm, bil, ep.row_sums, ep.col_sums, U_I, su, V_J, sv, f.b, f.c)
 
 
