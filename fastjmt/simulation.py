@@ -43,6 +43,14 @@ class SimulatedData:
         True cell type of every cell (``"type_0"`` …; shared types share names).
     n_shared, n_rna_only, n_atac_only : int
         The layout the data was made with (pass these to :func:`fastjmt.fit`).
+    gene_programs, region_programs : ndarray of int64, shapes (n_genes,) and (n_regions,)
+        Ground-truth feature programs: the type (index in the column order of
+        the fit, as in the labels ``"type_<i>"``) whose cells up-regulate the
+        gene (explicit differential expression) or open the region, for the
+        features that exactly one type marks that way; −1 for the others
+        (background, or marked by several types). Score a fit's feature
+        clusters against them with :func:`fastjmt.adjusted_rand_index` on the
+        features ``>= 0``.
     """
 
     rna: sp.csr_matrix
@@ -53,6 +61,15 @@ class SimulatedData:
     n_shared: int
     n_rna_only: int
     n_atac_only: int
+    gene_programs: np.ndarray = None
+    region_programs: np.ndarray = None
+
+
+def _single_owner(marked: np.ndarray) -> np.ndarray:
+    """Per feature, the one type (row) that marks it, or −1 when none or several do."""
+    owner = np.argmax(marked, axis=0).astype(np.int64)
+    owner[marked.sum(axis=0) != 1] = -1
+    return owner
 
 
 def _sigmoid(x):
@@ -237,8 +254,10 @@ def simulate(
     # accessibility logits per type
     base = rng.normal(np.log(atac_accessibility / (1 - atac_accessibility)), 0.8, size=n_regions)
     acc_logit = np.tile(base, (T, 1))
+    opened = np.zeros((T, n_regions), dtype=bool)
     for t in range(T):
         u = rng.random(n_regions)
+        opened[t] = u < 0.08
         acc_logit[t, u < 0.08] += 2.0 * separation
         acc_logit[t, (u >= 0.08) & (u < 0.12)] -= 2.0 * separation
     acc = _sigmoid(acc_logit)
@@ -257,8 +276,10 @@ def simulate(
     link_mean = (A @ (acc - acc.mean(axis=0)).T).T / np.maximum(n_links, 1)  # T × genes
     gene_base = rng.normal(0.0, 1.0, size=n_genes)
     log_expr = gene_base + 1.5 * separation * link_mean / max(acc.std(), 1e-12) * 0.5
+    up = np.zeros((T, n_genes), dtype=bool)
     for t in range(T):
         u = rng.random(n_genes)
+        up[t] = u < 0.03
         log_expr[t, u < 0.03] += 1.5 * separation
         log_expr[t, (u >= 0.03) & (u < 0.05)] -= 1.5 * separation
     expr = np.exp(log_expr - log_expr.max(axis=1, keepdims=True))
@@ -281,7 +302,8 @@ def simulate(
         R.data[:] = 1
         R = _add_atac_noise(rng, R, atac_noise)
         names = np.array([f"type_{t}" for t in range(T)])
-        return SimulatedData(G, R, A, names[rna_lab], names[atac_lab], n_shared, n_rna_only, n_atac_only)
+        return SimulatedData(G, R, A, names[rna_lab], names[atac_lab], n_shared, n_rna_only, n_atac_only,
+                             _single_owner(up), _single_owner(opened))
 
     blocks = []
     for a, b in _chunks(n_rna, n_genes):
@@ -300,4 +322,5 @@ def simulate(
     R = _add_atac_noise(rng, R, atac_noise)
 
     names = np.array([f"type_{t}" for t in range(T)])
-    return SimulatedData(G, R, A, names[rna_lab], names[atac_lab], n_shared, n_rna_only, n_atac_only)
+    return SimulatedData(G, R, A, names[rna_lab], names[atac_lab], n_shared, n_rna_only, n_atac_only,
+                         _single_owner(up), _single_owner(opened))

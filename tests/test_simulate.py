@@ -71,3 +71,26 @@ def test_atac_noise_moves_open_regions_and_keeps_binary():
     assert 0.9 < noisy.atac.nnz / clean.atac.nnz <= 1.0
     with pytest.raises(ValueError, match="atac_noise"):
         fastjmt.simulate(atac_noise=1.0)
+
+
+def test_feature_programs_mark_features_of_one_type():
+    d = fastjmt.simulate(n_rna=400, n_atac=400, n_genes=300, n_regions=900, n_shared=3, separation=1.5,
+                         random_state=0)
+    for programs, X, labels in ((d.gene_programs, d.rna, d.rna_labels), (d.region_programs, d.atac, d.atac_labels)):
+        assert programs.dtype == np.int64 and programs.min() >= -1 and programs.max() <= 2
+        assert 0.02 < np.mean(programs >= 0) < 0.5
+        # a feature's program type has the highest mean in that type's cells, for most such features
+        X = sp.csr_matrix(X).toarray()
+        X = X / X.sum(1, keepdims=True)
+        means = np.stack([X[labels == f"type_{t}"].mean(0) for t in range(3)])
+        marked = programs >= 0
+        assert np.mean(means[:, marked].argmax(0) == programs[marked]) > 0.8
+
+
+def test_feature_programs_do_not_change_the_data():
+    # recording the programs draws nothing: the data of a seed are what they were before (checksums of 0.1.0)
+    d = fastjmt.simulate(n_rna=50, n_atac=50, n_genes=30, n_regions=60, random_state=5)
+    assert d.gene_programs.shape == (30,) and d.region_programs.shape == (60,)
+    assert float(d.rna.sum()) == 78961.0 and float(d.rna.multiply(d.rna).sum()) == 13015623.0
+    assert float(d.atac.sum()) == 329.0
+    assert d.atac.indices[:20].tolist() == [8, 9, 10, 27, 33, 37, 50, 56, 7, 26, 44, 51, 52, 58, 4, 5, 25, 49, 52, 55]
