@@ -293,10 +293,10 @@ def initialize(problem: Problem, n_shared: int, n_rna_only: int, n_atac_only: in
             f = params[m]
             f.Z[:] = rng.standard_normal(f.Z.shape)
             f.Zf[:] = rng.standard_normal(f.Zf.shape)
-    elif method == "spectral":
-        _spectral(problem, params, n_shared, n_rna_only, n_atac_only, rng, init_scale)
+    elif method in ("joint", "spectral"):
+        _spectral(problem, params, n_shared, n_rna_only, n_atac_only, rng, init_scale, joint=method == "joint")
     else:
-        raise ValueError(f"init must be 'spectral' or 'random', got {method!r}")
+        raise ValueError(f"init must be 'joint', 'spectral' or 'random', got {method!r}")
     for m in MODALITIES:
         f = params[m]
         f.C[:] = softmax(f.Z)
@@ -305,11 +305,12 @@ def initialize(problem: Problem, n_shared: int, n_rna_only: int, n_atac_only: in
     return params
 
 
-def _spectral(problem, params, n_shared, n_rna_only, n_atac_only, rng, scale):
+def _spectral(problem, params, n_shared, n_rna_only, n_atac_only, rng, scale, joint=False):
     K = problem.K
     rna, atac = problem.rna, problem.atac
     k_r, k_a = n_shared + n_rna_only, n_shared + n_atac_only
-    labels = {}
+    joint = joint and n_shared > 0
+    labels, emb = {}, {}
     for name, mod, k in (("rna", rna, k_r), ("atac", atac, k_a)):
         if name == "atac":  # TF-IDF (LSI)
             rs = np.zeros(mod.n)
@@ -318,15 +319,227 @@ def _spectral(problem, params, n_shared, n_rna_only, n_atac_only, rng, scale):
         else:
             rs, cs = np.ones(mod.n), np.ones(mod.p)
         rank = max(2, min(max(30, 2 * K), mod.n - 1, mod.p - 1))
-        emb = implicit_svd(mod.X, mod.Xt, rs, cs, rank, rng)
-        emb /= np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
-        labels[name] = kmeans(emb, k, rng)
+        emb[name] = implicit_svd(mod.X, mod.Xt, rs, cs, rank, rng)
+        emb[name] /= np.maximum(np.linalg.norm(emb[name], axis=1, keepdims=True), 1e-12)
+        if name == "rna" or not joint or n_rna_only > 0:  # the joint start needs ATAC's own clusters only to
+            labels[name] = kmeans(emb[name], k, rng)       # tell the RNA-only clusters from the shared ones
     prof_rna = _cluster_profiles(rna, labels["rna"], k_r)  # genes × k_r
-    prof_atac = _cluster_profiles(atac, labels["atac"], k_a)  # regions × k_a
-    ga = _product(problem.A, prof_atac)
-    corr = _centered_corr(prof_rna, ga)
-    rna_cols, atac_cols = match_clusters(corr, n_shared)
+    if "atac" in labels:
+        prof_atac = _cluster_profiles(atac, labels["atac"], k_a)  # regions × k_a
+        corr = _centered_corr(prof_rna, _product(problem.A, prof_atac))
+        rna_cols, atac_cols = match_clusters(corr, n_shared)
+    else:  # every RNA cluster is shared
+        rna_cols = np.arange(k_r, dtype=np.int64)
+        atac_cols = np.arange(k_a, dtype=np.int64)
+    if joint:
+        atac_labels = joint_atac_labels(problem, emb["atac"], rna_cols[labels["rna"]], n_shared, n_rna_only,
+                                        n_atac_only, rng)
+        if atac_labels is not None:
+            atac_cols = np.r_[np.arange(n_shared), n_shared + n_rna_only + np.arange(n_atac_only)].astype(np.int64)
+            labels["atac"] = atac_labels
+            prof_atac = _cluster_profiles(atac, atac_labels, k_a)
+        elif "atac" not in labels:  # no gene varies in both modalities: the spectral start's own ATAC clusters
+            labels["atac"] = kmeans(emb["atac"], k_a, rng)
+            prof_atac = _cluster_profiles(atac, labels["atac"], k_a)
+            corr = _centered_corr(prof_rna, _product(problem.A, prof_atac))
+            rna_cols, atac_cols = match_clusters(corr, n_shared)
     for name, mod, cols, prof in (("rna", rna, rna_cols, prof_rna), ("atac", atac, atac_cols, prof_atac)):
         f = params[name]
         f.Z[np.arange(mod.n), cols[labels[name]]] = scale
         f.Zf[:] = _feature_logits(prof, cols, K, scale)
+
+
+#: defaults of the joint start, chosen on the package's simulator and the shared datasets (docs/model.md)
+JOINT_RANK = 30
+JOINT_NEIGHBORS = 30
+JOINT_PRIOR_WEIGHT = 0.1
+JOINT_PSEUDOCOUNT = 1.0
+
+
+def joint_atac_labels(problem, emb_atac, rna_cols, n_shared, n_rna_only, n_atac_only, rng):
+    """ATAC cells' starting clusters, informed by the RNA cells (``init="joint"``).
+
+    1. ATAC gene scores ``R Aᵀ`` (:func:`gene_scores`) and a CCA against the RNA
+       (:func:`cca_embeddings`) put the cells of both modalities in one space;
+    2. each ATAC cell counts the columns of its ``JOINT_NEIGHBORS`` nearest RNA
+       cells there (RNA-only columns get no votes);
+    3. a k-means in the ATAC cells' own LSI space (``emb_atac``), started from
+       the votes' argmax, with the cost ``|x − μ_k|² − λ log v_k``: ``v_k`` the
+       share of votes for shared column ``k`` (a pseudo-count of
+       ``JOINT_PSEUDOCOUNT`` per column), ``λ = JOINT_PRIOR_WEIGHT``. ATAC-only
+       clusters start from the least confident cells and have a flat prior
+       (the share of an uninformative vote, ``1 / n_shared``).
+
+    Returns the ATAC cells' cluster index in ``0 … n_shared + n_atac_only − 1``
+    (shared clusters first), or None when no gene varies in both modalities.
+    """
+    import numba
+
+    emb_r, emb_a = cca_embeddings(problem.rna.X, gene_scores(problem), problem.n_genes, JOINT_RANK, rng)
+    if emb_r is None:
+        return None
+    votes = neighbor_votes(emb_a, emb_r, rna_cols, problem.K, min(JOINT_NEIGHBORS, emb_r.shape[0]),
+                           numba.get_num_threads())[:, :n_shared]
+    share = (votes + JOINT_PSEUDOCOUNT) / (votes.sum(axis=1, keepdims=True) + JOINT_PSEUDOCOUNT * n_shared)
+    k_a = n_shared + n_atac_only
+    log_prior = np.full((emb_a.shape[0], k_a), np.log(1.0 / n_shared))
+    log_prior[:, :n_shared] = np.log(share)
+    init = share.argmax(axis=1)
+    if n_atac_only:  # ATAC-only clusters: k-means on the cells the RNA votes say least about
+        conf = share.max(axis=1)
+        n_low = max(n_atac_only, int(round(emb_atac.shape[0] * n_atac_only / k_a)))
+        low = np.argsort(conf, kind="stable")[:n_low]
+        init[low] = n_shared + kmeans(emb_atac[low], n_atac_only, rng)
+    return prior_kmeans(emb_atac, log_prior, init, JOINT_PRIOR_WEIGHT)
+
+
+# --------------------------------------------------------------------------- joint start for the ATAC cells
+
+
+def _csr_col_stats(csr, p, rows=None):
+    """Mean and standard deviation of each column of ``X`` (over ``rows``, all by default), float64."""
+    n = csr[0].shape[0] - 1 if rows is None else rows.shape[0]
+    sq = (csr[0], csr[1], np.square(csr[2]))
+    ones = np.ones((csr[0].shape[0] - 1, 1))
+    s1 = _product_t(csr, None, p, ones, rows)[:, 0]
+    s2 = _product_t(sq, None, p, ones, rows)[:, 0]
+    mean = s1 / max(n, 1)
+    var = np.maximum(s2 / max(n, 1) - mean * mean, 0.0)
+    return mean, np.sqrt(var)
+
+
+class _Standardized:
+    """``Z = (X − 1 μᵀ) diag(w)`` of a CSR matrix ``X`` (n × p), applied to thin blocks without forming it.
+
+    ``w`` is ``1/σ`` on the columns kept and 0 elsewhere, so ``Z``'s columns are
+    z-scores (Seurat's ``ScaleData`` without the clipping) or zero.
+    """
+
+    def __init__(self, csr, p, keep):
+        self.csr, self.p = csr, p
+        mean, sd = _csr_col_stats(csr, p)
+        self.w = np.zeros(p)
+        self.w[keep] = 1.0 / sd[keep]
+        self.mean = mean
+        self.mean_w = mean * self.w
+
+    def dot(self, B, rows=None):
+        """``Z[rows] B`` for ``B`` of shape (p, l)."""
+        return _scaled_product(self.csr, np.ones(self.csr[0].shape[0] - 1), self.w, self.mean_w[None, :], B, rows)
+
+    def tdot(self, B, rows=None):
+        """``Z[rows]ᵀ B`` for ``B`` of shape (len(rows), l)."""
+        out = _product_t(self.csr, None, self.p, B, rows)
+        out -= np.outer(self.mean, B.sum(axis=0))
+        out *= self.w[:, None]
+        return out
+
+
+def gene_scores(problem: Problem):
+    """ATAC gene scores ``R Aᵀ`` (ATAC cells × genes), log-normalised, as CSR arrays in the data's dtype.
+
+    Each cell's scores are scaled to the median library size and ``log1p``-ed,
+    as the RNA is (Signac's ``GeneActivity`` followed by ``NormalizeData``).
+    """
+    import scipy.sparse as sp  # imported here: keeps `import fastjmt` cheap
+
+    from .preprocess import normalize_log1p
+
+    atac = problem.atac
+    R = sp.csr_matrix((atac.X[2], atac.X[1], atac.X[0]), shape=(atac.n, atac.p))
+    A = sp.csr_matrix((problem.A[2], problem.A[1], problem.A[0]), shape=(problem.n_genes, problem.n_regions))
+    GS = (R @ A.T).tocsr()
+    GS.sort_indices()
+    GS = normalize_log1p(GS.astype(np.float64), copy=False)
+    itype = atac.X[0].dtype
+    return (GS.indptr.astype(itype), GS.indices.astype(itype), GS.data.astype(atac.X[2].dtype))
+
+
+def cca_embeddings(rna_csr, gs_csr, n_genes, rank, rng, n_power_iter=3, max_fit_rows=20_000):
+    """Canonical correlation embeddings of RNA cells and ATAC cells on the genes they share.
+
+    Seurat's CCA (Stuart et al., Cell 2019): with ``Zr`` the z-scored RNA and
+    ``Za`` the z-scored ATAC gene scores (genes that vary in both), the top
+    ``rank`` singular vectors of ``Zr Zaᵀ`` (RNA cells × ATAC cells) embed both
+    modalities in one space. A randomised SVD (as :func:`implicit_svd`) that
+    only applies ``Zr`` and ``Za`` to thin blocks: the cells × cells matrix is
+    never formed. Above ``max_fit_rows`` cells per modality the SVD sees a
+    random subset of each, and every cell is projected through the gene
+    loadings (``Zr Zaₛᵀ V Σ⁻¹`` and ``Za Zrₛᵀ U Σ⁻¹``; equal to ``U`` and ``V``
+    without subsets).
+
+    Returns
+    -------
+    emb_rna, emb_atac : ndarray, shapes (n_rna, r) and (n_atac, r), float64
+        Rows L2-normalised; ``r ≤ rank``. ``None, None`` when fewer than two
+        genes vary in both modalities.
+    """
+    mean_r, sd_r = _csr_col_stats(rna_csr, n_genes)
+    mean_a, sd_a = _csr_col_stats(gs_csr, n_genes)
+    keep = np.flatnonzero((sd_r > 0) & (sd_a > 0))
+    if keep.size < 2:
+        return None, None
+    Zr, Za = _Standardized(rna_csr, n_genes, keep), _Standardized(gs_csr, n_genes, keep)
+    n_r, n_a = rna_csr[0].shape[0] - 1, gs_csr[0].shape[0] - 1
+    rows_r = np.sort(rng.choice(n_r, max_fit_rows, replace=False)).astype(np.int64) if n_r > max_fit_rows else None
+    rows_a = np.sort(rng.choice(n_a, max_fit_rows, replace=False)).astype(np.int64) if n_a > max_fit_rows else None
+    m_r = n_r if rows_r is None else rows_r.shape[0]
+    m_a = n_a if rows_a is None else rows_a.shape[0]
+
+    def M(B):  # (Zr_s Za_sᵀ) B, B: m_a × l
+        return Zr.dot(Za.tdot(B, rows_a), rows_r)
+
+    def MT(B):  # (Za_s Zr_sᵀ) B, B: m_r × l
+        return Za.dot(Zr.tdot(B, rows_r), rows_a)
+
+    ell = min(rank + 10, m_r, m_a, keep.size)
+    Q, _ = np.linalg.qr(M(rng.standard_normal((m_a, ell))))
+    for _ in range(n_power_iter):
+        Q, _ = np.linalg.qr(MT(Q))
+        Q, _ = np.linalg.qr(M(Q))
+    Bt = MT(Q)  # m_a × ell = (Qᵀ M)ᵀ
+    Ub, s, Vt = np.linalg.svd(Bt.T, full_matrices=False)
+    k = int(min(rank, np.sum(s > s[0] * 1e-10)))
+    U, V, s = Q @ Ub[:, :k], Vt[:k].T, s[:k]
+    W_r = Za.tdot(V, rows_a) / s  # genes × k: RNA loadings
+    W_a = Zr.tdot(U, rows_r) / s
+    emb = []
+    for Z, W in ((Zr, W_r), (Za, W_a)):
+        E = Z.dot(W)
+        E /= np.maximum(np.linalg.norm(E, axis=1, keepdims=True), 1e-12)
+        emb.append(E)
+    return emb[0], emb[1]
+
+
+def neighbor_votes(emb_atac, emb_rna, rna_cols, K, n_neighbors, n_threads):
+    """For each ATAC cell, the columns of its ``n_neighbors`` nearest RNA cells: an (n_atac, K) count array."""
+    from .postprocess import cross_neighbors
+
+    _, idx, _ = cross_neighbors(emb_atac, emb_rna, n_neighbors, n_threads, both=False)
+    n = emb_atac.shape[0]
+    ok = idx >= 0
+    rows = np.repeat(np.arange(n), idx.shape[1])[ok.ravel()]
+    return np.bincount(rows * K + rna_cols[idx[ok]], minlength=n * K).reshape(n, K).astype(np.float64)
+
+
+def prior_kmeans(X, log_prior, init_labels, lam, max_iter=100):
+    """k-means whose cost adds a per-cell prior: cell ``i`` goes to ``argmin_k |x_i − μ_k|² − lam · log_prior[i, k]``.
+
+    Started from the centres of ``init_labels``; a cluster that empties keeps
+    its last centre. Returns the labels (int64).
+    """
+    k = log_prior.shape[1]
+    labels = init_labels.astype(np.int64).copy()
+    centers = np.zeros((k, X.shape[1]))
+    for it in range(max_iter):
+        counts = np.bincount(labels, minlength=k).astype(np.float64)
+        sums = np.stack([np.bincount(labels, weights=X[:, j], minlength=k) for j in range(X.shape[1])], axis=1)
+        full = counts > 0
+        centers[full] = sums[full] / counts[full, None]
+        cost = (X * X).sum(axis=1)[:, None] - 2.0 * X @ centers.T + (centers * centers).sum(axis=1)[None, :]
+        cost -= lam * log_prior
+        new = cost.argmin(axis=1)
+        if np.array_equal(new, labels):
+            break
+        labels = new
+    return labels
