@@ -109,8 +109,8 @@ def fit_files(argv) -> int:
                       dtype=np.dtype(a.dtype), verbose=a.verbose, checkpoint=a.checkpoint, resume=a.resume)
     paths = write_report(res, a.out, rna_cells, atac_cells, _names(a.rna_labels), _names(a.atac_labels))
     print(f"fit: {res.n_iter} epochs, converged={res.converged}, loss {res.loss:.6g}, {res.fit_seconds:.2f}s")
-    print(f"clusters per column (RNA): {np.bincount(res.labels_rna, minlength=res.K).tolist()}")
-    print(f"clusters per column (ATAC): {np.bincount(res.labels_atac, minlength=res.K).tolist()}")
+    print(f"cells per cluster (RNA): {np.bincount(res.labels_rna, minlength=res.n_clusters).tolist()}")
+    print(f"cells per cluster (ATAC): {np.bincount(res.labels_atac, minlength=res.n_clusters).tolist()}")
     print(f"wrote {', '.join(sorted(os.path.basename(p) for p in paths.values()))} to {a.out}")
     return 0
 
@@ -151,7 +151,7 @@ def demo(argv) -> int:
     print(f"NMI  RNA {s['nmi_rna']:.3f}  ATAC {s['nmi_atac']:.3f}  pooled {s['nmi_pooled']:.3f}")
     if res.n_rna_only:
         lo, hi = res.n_shared, res.n_shared + res.n_rna_only
-        share = np.mean((res.labels_atac >= lo) & (res.labels_atac < hi))
+        share = np.mean((res.columns_atac >= lo) & (res.columns_atac < hi))
         print(f"ATAC cells in RNA-only clusters: {100 * share:.2f}%")
     return 0
 

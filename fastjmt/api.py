@@ -7,6 +7,7 @@ it validates, converts, preprocesses and hands raw arrays to the driver.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import numbers
@@ -55,8 +56,19 @@ class JMTResult:
     b_rna, b_atac, b_genes, b_regions : ndarray
         Cell and feature biases.
     labels_rna, labels_atac : ndarray of int64
-        Hard cell clusters: the argmax of each row of C. Columns ``0 … n_shared−1``
-        are shared clusters, then the RNA-only ones, then the ATAC-only ones.
+        The recommended cell clusters: each cell's column (``columns_rna`` /
+        ``columns_atac``) mapped through ``column_clusters``. One labelling for
+        both modalities (the same id is the same cluster); ids are numbered by
+        their lowest column, so shared clusters come first.
+    columns_rna, columns_atac : ndarray of int64
+        The paper's hard clusters: the argmax of each row of C. Columns
+        ``0 … n_shared−1`` are shared, then the RNA-only ones, then the ATAC-only ones.
+    column_clusters : ndarray of int64, shape (K,), or None
+        The cell cluster of each column (:func:`fastjmt.merge_columns`); None
+        when ``resolution=None`` was passed to :func:`fastjmt.fit` (then the
+        labels are the columns).
+    resolution : float or None
+        The modularity resolution ``column_clusters`` was made with.
     labels_genes, labels_regions : ndarray of int64
         Hard feature clusters (argmax of C_genes / C_regions).
     loss_history : ndarray, shape (n_iter + 1, 7)
@@ -113,14 +125,50 @@ class JMTResult:
     interrupted: bool = False
     loss_terms: tuple = field(default=TERMS + ("total",))
     n_undone: int = 0
+    column_clusters: Optional[np.ndarray] = None
+    resolution: Optional[float] = None
 
     @property
-    def labels_rna(self) -> np.ndarray:
+    def columns_rna(self) -> np.ndarray:
+        """The column of K each RNA cell belongs to most (argmax of its row of ``C_rna``): the paper's clusters."""
         return np.argmax(self.C_rna, axis=1)
 
     @property
-    def labels_atac(self) -> np.ndarray:
+    def columns_atac(self) -> np.ndarray:
+        """The column of K each ATAC cell belongs to most (argmax of its row of ``C_atac``)."""
         return np.argmax(self.C_atac, axis=1)
+
+    @property
+    def labels_rna(self) -> np.ndarray:
+        """The recommended cell clusters of the RNA cells: their columns, merged (``column_clusters``)."""
+        cols = self.columns_rna
+        return cols if self.column_clusters is None else self.column_clusters[cols]
+
+    @property
+    def labels_atac(self) -> np.ndarray:
+        """The recommended cell clusters of the ATAC cells (same cluster ids as ``labels_rna``)."""
+        cols = self.columns_atac
+        return cols if self.column_clusters is None else self.column_clusters[cols]
+
+    @property
+    def n_clusters(self) -> int:
+        """How many cell clusters the labels use at most (K when no column was merged)."""
+        return self.K if self.column_clusters is None else int(self.column_clusters.max()) + 1
+
+    def relabel(self, resolution: float = 1.0, n_neighbors: int = 15, n_threads: Optional[int] = None
+                ) -> "JMTResult":
+        """A copy of the result whose labels merge the columns at another ``resolution``.
+
+        The factors are shared with this result, not copied; only
+        ``column_clusters`` and ``resolution`` differ. See
+        :func:`fastjmt.merge_columns` (lower resolution: fewer clusters).
+        """
+        from .clustering import merge_columns
+
+        cc = merge_columns(self.programs_rna, self.programs_atac, self.columns_rna, self.columns_atac,
+                           self.n_shared, self.n_rna_only, self.n_atac_only, resolution=resolution,
+                           n_neighbors=n_neighbors, n_threads=n_threads)
+        return dataclasses.replace(self, column_clusters=cc, resolution=float(resolution))
 
     @property
     def labels_genes(self) -> np.ndarray:
@@ -157,7 +205,8 @@ class JMTResult:
     def to_dict(self) -> dict:
         """Every array and scalar of the result in a plain dict (for ``np.savez`` or AnnData ``.uns``)."""
         out = {k: getattr(self, k) for k in self.__dataclass_fields__}
-        out.update(labels_rna=self.labels_rna, labels_atac=self.labels_atac,
+        out.update(labels_rna=self.labels_rna, labels_atac=self.labels_atac, columns_rna=self.columns_rna,
+                   columns_atac=self.columns_atac,
                    labels_genes=self.labels_genes, labels_regions=self.labels_regions)
         return out
 
@@ -299,7 +348,7 @@ def fit(
     optimizer: str = "adam",
     batch_cells: float = 1.0,
     batch_features: float = 1.0,
-    init: str = "spectral",
+    init: str = "joint",
     init_scale: float = 2.0,
     n_init: int = 1,
     random_state: Union[None, int, np.random.SeedSequence, np.random.Generator] = 0,
@@ -312,6 +361,7 @@ def fit(
     checkpoint_every: int = 10,
     resume: Union[None, str, os.PathLike] = None,
     low_memory: bool = False,
+    resolution: Optional[float] = 1.0,
 ) -> JMTResult:
     """Fit scJMT to unpaired scRNA-seq and scATAC-seq data.
 
@@ -363,8 +413,12 @@ def fit(
         Adam (default), or plain gradient descent (monotone for small steps).
     batch_cells, batch_features : float
         Fraction of cells / features drawn for each epoch's mini-batch (1 = full batch).
-    init : {"spectral", "random"}
-        Starting point; see :mod:`fastjmt.initialize`.
+    init : {"joint", "spectral", "random"}
+        Starting point; see :mod:`fastjmt.initialize`. ``"joint"`` (default):
+        each modality clustered on its own, then the ATAC cells' clusters
+        informed by their nearest RNA cells in a CCA of RNA against ATAC gene
+        scores; ``"spectral"``: the two modalities' own clusters paired by
+        their gene-space profiles; ``"random"``: the paper's random logits.
     init_scale : float
         Size of the starting logits (larger = more confident start).
     n_init : int
@@ -397,6 +451,11 @@ def fit(
         Keep no transposed copy of the data: products with ``Xᵀ`` scatter from
         the CSR into one features × K buffer per thread. Saves about the size of
         the inputs' CSR arrays, at some speed (see docs/performance.md).
+    resolution : float or None, default 1.0
+        Modularity resolution of the column merge that makes ``labels_rna`` /
+        ``labels_atac`` (:func:`fastjmt.merge_columns`; lower: fewer clusters).
+        None: no merge, the labels are the argmax columns. Change it after the
+        fit with :meth:`JMTResult.relabel`.
 
     Notes
     -----
@@ -439,8 +498,10 @@ def fit(
     batch_features = check_fraction(batch_features, "batch_features")
     if optimizer not in ("adam", "gd"):
         raise ValueError(f"optimizer must be 'adam' or 'gd', got {optimizer!r}")
-    if init not in ("spectral", "random"):
-        raise ValueError(f"init must be 'spectral' or 'random', got {init!r}")
+    if resolution is not None:
+        resolution = check_positive(resolution, "resolution")
+    if init not in ("joint", "spectral", "random"):
+        raise ValueError(f"init must be 'joint', 'spectral' or 'random', got {init!r}")
     if callback is not None and not callable(callback):
         raise TypeError("callback must be callable")
     threads = resolve_n_threads(n_threads)
@@ -523,6 +584,13 @@ def fit(
         )
     p = best.params
     programs = {m: program_activity(problem.modality(m), p[m].Cf) for m in ("rna", "atac")}
+    column_clusters = None
+    if resolution is not None:
+        from .clustering import merge_columns
+
+        column_clusters = merge_columns(programs["rna"], programs["atac"], p["rna"].C.argmax(axis=1),
+                                        p["atac"].C.argmax(axis=1), n_shared, n_rna_only, n_atac_only,
+                                        resolution=resolution, n_threads=threads)
     return JMTResult(
         C_rna=p["rna"].C, C_atac=p["atac"].C, C_genes=p["rna"].Cf, C_regions=p["atac"].Cf,
         S_rna=p["rna"].S, S_atac=p["atac"].S, b_rna=p["rna"].b, b_atac=p["atac"].b,
@@ -530,7 +598,7 @@ def fit(
         converged=best.converged, seed=best.seed, n_shared=n_shared, n_rna_only=n_rna_only,
         n_atac_only=n_atac_only, fit_seconds=time.perf_counter() - t_start, restart_losses=np.asarray(losses),
         interrupted=outcome.interrupted, programs_rna=programs["rna"], programs_atac=programs["atac"],
-        n_undone=best.undone,
+        n_undone=best.undone, column_clusters=column_clusters, resolution=resolution,
     )
 
 

@@ -81,7 +81,7 @@ class Schedule:
     eps: float = 1e-8
     batch_cells: float = 1.0
     batch_features: float = 1.0
-    init: str = "spectral"
+    init: str = "joint"
     init_scale: float = 2.0
     verbose: int = 0
     log_every: int = 10

@@ -129,11 +129,12 @@ def select_k(rna, atac, gene_activity, k_values: Sequence[int], n_rna_only: int 
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", ConvergenceWarning)
                 res = fit(rna_csr[r], atac_csr[a], gene_activity, n_shared=K - n_rna_only - n_atac_only,
-                          n_rna_only=n_rna_only, n_atac_only=n_atac_only, random_state=seed, **fit_kwargs)
+                          n_rna_only=n_rna_only, n_atac_only=n_atac_only, random_state=seed,
+                          **{"resolution": None, **fit_kwargs})
             losses[i, s] = res.loss
             lr = np.full(n_rna, -1, dtype=np.int64)
             la = np.full(n_atac, -1, dtype=np.int64)
-            lr[r], la[a] = res.labels_rna, res.labels_atac
+            lr[r], la[a] = res.columns_rna, res.columns_atac  # the K-column partition, unmerged
             labels.append(np.concatenate([lr, la]))
         aris = []
         for x, y in combinations(labels, 2):

@@ -38,8 +38,15 @@ def test_result_has_everything_with_right_shapes(small):
     for C in (r.C_rna, r.C_atac, r.C_genes, r.C_regions):
         assert np.all(C >= 0)
         np.testing.assert_allclose(C.sum(axis=1), 1.0, rtol=1e-5)
-    np.testing.assert_array_equal(r.labels_rna, r.C_rna.argmax(1))
+    np.testing.assert_array_equal(r.columns_rna, r.C_rna.argmax(1))
+    np.testing.assert_array_equal(r.columns_atac, r.C_atac.argmax(1))
     np.testing.assert_array_equal(r.labels_genes, r.C_genes.argmax(1))
+    # the labels are the columns merged: a map from the K columns, shared clusters first, private columns alone
+    assert r.column_clusters.shape == (K,) and r.resolution == 1.0
+    np.testing.assert_array_equal(r.labels_rna, r.column_clusters[r.columns_rna])
+    np.testing.assert_array_equal(r.labels_atac, r.column_clusters[r.columns_atac])
+    assert r.column_clusters[0] == 0 and r.column_clusters[4] not in r.column_clusters[:4]
+    assert r.n_clusters == r.column_clusters.max() + 1
     assert r.loss_history.shape == (r.n_iter + 1, len(r.loss_terms))
     assert r.loss_terms[-1] == "total" and r.loss == r.loss_history[-1, -1]
     assert np.all(np.isfinite(r.loss_history))
@@ -276,6 +283,7 @@ def test_save_and_load_round_trip(small, tmp_path):
         else:
             assert a == b, k
     np.testing.assert_array_equal(back.labels_rna, r.labels_rna)
+    np.testing.assert_array_equal(back.column_clusters, r.column_clusters)
     with np.load(path, allow_pickle=False) as z:  # readable without pickle
         assert "C_rna" in z.files
 
@@ -300,3 +308,22 @@ def test_low_memory_mode_matches_default(small, batch):
     np.testing.assert_allclose(b.C_rna, a.C_rna, rtol=1e-7, atol=1e-9)
     np.testing.assert_allclose(b.loss_history, a.loss_history, rtol=1e-9)
 
+
+
+def test_labels_merge_a_type_split_over_columns_and_relabel_changes_only_the_merge():
+    # 3 types fitted with K = 5 columns: argmax splits types, the merged labels recover them
+    d = fastjmt.simulate(n_rna=400, n_atac=400, n_genes=200, n_regions=600, n_shared=3, random_state=4)
+    r = _fit(d, n_shared=5, max_iter=20)
+    cols = fastjmt.integration_scores(d.rna_labels, d.atac_labels, r.columns_rna, r.columns_atac)
+    lab = fastjmt.integration_scores(d.rna_labels, d.atac_labels, r.labels_rna, r.labels_atac)
+    assert r.n_clusters < 5 and lab["ari_pooled"] > cols["ari_pooled"] + 0.1, (cols, lab)
+    assert lab["ari_pooled"] > 0.9
+    # no merge: the labels are the columns; another resolution: same factors, other map
+    none = _fit(d, n_shared=5, max_iter=20, resolution=None)
+    assert none.column_clusters is None and none.n_clusters == 5
+    np.testing.assert_array_equal(none.labels_rna, none.columns_rna)
+    np.testing.assert_array_equal(none.C_rna, r.C_rna)
+    coarse = r.relabel(resolution=0.05)
+    assert coarse.C_rna is r.C_rna and coarse.resolution == 0.05 and coarse.n_clusters <= r.n_clusters
+    with pytest.raises(ValueError, match="resolution"):
+        _fit(d, n_shared=5, max_iter=1, resolution=-1.0)
