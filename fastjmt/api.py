@@ -315,7 +315,7 @@ def fit(
     label_tol: float = 1e-3,
     S_tol: float = 1e-2,
     step_decay: float = 0.5,
-    learning_rate: float = 0.1,
+    learning_rate: float = 0.3,
     backtrack: bool = True,
     optimizer: str = "adam",
     batch_cells: float = 1.0,
@@ -392,9 +392,9 @@ def fit(
         ``stop="answer"`` only: largest relative change of S over ``window`` epochs.
     step_decay : float
         ``stop="answer"`` only: at a check where no cell changed cluster
-        (share ≤ ``label_tol`` in both modalities) but the answer has not
-        settled, the largest step is multiplied by this (0 < step_decay ≤ 1;
-        1 keeps it). Adam moves every logit by about the step size whatever
+        (share ≤ ``label_tol`` in both modalities) and the loss changed by at
+        most ``10 · tol`` per epoch, but the answer has not settled, the
+        largest step is multiplied by this (0 < step_decay ≤ 1; 1 keeps it). Adam moves every logit by about the step size whatever
         its gradient, so with a constant step the feature labels and S keep
         jittering and the rule would never be met (docs/model.md).
     learning_rate : float

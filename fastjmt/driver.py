@@ -76,7 +76,7 @@ class Schedule:
     S_tol: float = 1e-2
     step_decay: float = 0.5
     optimizer: str = "adam"
-    learning_rate: float = 0.1
+    learning_rate: float = 0.3
     backtrack: bool = True
     step_shrink: float = 0.5
     step_regrow: float = 1.05
@@ -487,8 +487,9 @@ def _check_answer(sched: Schedule, state: RunState, loss: float) -> bool:
         <= sched.label_tol
     state.snapshot, state.kept = now, 0
     settled = answer_settled(sched, state.change)
-    if not settled and cells_settled and sched.step_decay < 1.0:
-        # the cells stay where they are; what still moves is Adam's step-sized jitter of the features and S
+    if not settled and cells_settled and state.change[2] <= 10 * sched.tol and sched.step_decay < 1.0:
+        # no cell moves and the loss has nearly settled (within 10 tol per epoch): what still moves is mostly
+        # Adam's step-sized jitter of the features and S, which only a smaller step ends
         st = state.stepper
         st.lr_max *= sched.step_decay
         st.lr = min(st.lr, st.lr_max)

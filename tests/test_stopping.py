@@ -84,14 +84,20 @@ def test_answer_rule_tolerances_are_respected():
 
 def test_step_decays_only_while_the_cells_stay():
     params = _params(np.random.default_rng(4))
-    sched = driver.Schedule(step_decay=0.5, window=1)
+    sched = driver.Schedule(step_decay=0.5, window=1, learning_rate=0.1, tol=1e-4)
     st, _ = _state(params, sched=sched)
-    _flip(params["rna"].Cf, [0])  # features move, cells stay: the step ceiling halves
+    _flip(params["rna"].Cf, [0])  # features move, cells stay, the loss is flat: the step ceiling halves
     assert not driver._check_answer(sched, st, 1.0)
     assert st.stepper.lr_max == pytest.approx(0.05) and st.stepper.lr <= 0.05
     _flip(params["rna"].C, [0])  # a cell moves: no decay
     assert not driver._check_answer(sched, st, 1.0)
     assert st.stepper.lr_max == pytest.approx(0.05)
+    _flip(params["rna"].Cf, [1])  # cells stay but the loss still falls by 2e-3 > 10 tol per epoch: no decay
+    assert not driver._check_answer(sched, st, 0.998)
+    assert st.stepper.lr_max == pytest.approx(0.05)
+    _flip(params["rna"].Cf, [2])  # ... and by 5e-4 <= 10 tol: decay
+    assert not driver._check_answer(sched, st, 0.9975)
+    assert st.stepper.lr_max == pytest.approx(0.025)
 
 
 def test_undone_epochs_do_not_count_toward_the_window():
