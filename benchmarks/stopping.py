@@ -91,8 +91,9 @@ RULES = [
 
 #: (label, fit options) of ``--settings``: real fits, each stopped by its own rule
 SETTINGS = [
-    ("loss rule, 300 cap (before)", dict(stop="loss")),
+    ("loss rule, 300 cap, lr 0.1 (before)", dict(stop="loss", learning_rate=0.1)),
     ("answer, defaults", dict()),
+    ("answer, lr 0.1", dict(learning_rate=0.1)),
     ("answer, no step decay", dict(step_decay=1.0)),
     ("answer, step decay 0.7", dict(step_decay=0.7)),
     ("answer, label_tol 0", dict(label_tol=0.0)),
