@@ -139,9 +139,10 @@ def test_cap_warns_and_says_what_still_moves(sim):
 
 
 def test_result_fields_round_trip(tmp_path, sim):
-    r = fastjmt.fit(sim.rna, sim.atac, sim.gene_activity, n_shared=5, max_iter=60)
+    r = fastjmt.fit(sim.rna, sim.atac, sim.gene_activity, n_shared=5)
     r.save(tmp_path / "r.npz")
     back = fastjmt.load_result(tmp_path / "r.npz")
+    assert r.stop_reason == "answer" and len(r.answer_change) == 3
     assert back.stop_reason == r.stop_reason and back.answer_change == r.answer_change
 
 
