@@ -49,10 +49,12 @@ def _threading_layer() -> str:
     try:
         return numba.threading_layer()
     except ValueError:
-        from .kernels import cross_gram
+        from .kernels import spmm_rows
 
-        # float32, the default dtype: a default fit needs this specialisation anyway
-        cross_gram(np.zeros((1, 1), np.float32), np.zeros((1, 1), np.float32))
+        # the signature of a default fit (int32 CSR indices, float32 values and factors), which needs it anyway
+        out = np.zeros((1, 1), np.float32)
+        spmm_rows(np.zeros(2, np.int32), np.zeros(1, np.int32), np.zeros(1, np.float32), np.zeros(1, np.int64),
+                  np.zeros(0, np.uint8), np.zeros((1, 1), np.float32), out, 1, 1)
         return numba.threading_layer()
 
 

@@ -36,9 +36,12 @@ __all__ = ["fit", "JMTResult", "ConvergenceWarning", "DEFAULT_WEIGHTS", "load_re
 #: Default term weights a1…a5 (see docs/model.md for how they were chosen).
 DEFAULT_WEIGHTS = {"a1": 1000.0, "a2": 1000.0, "a3": 1.0, "a4": 1.0, "a5": 100.0, "a6": 10.0}
 
+#: Default ``tol`` of each stopping rule (see docs/model.md for the measurements behind them).
+DEFAULT_TOL = {"answer": 1e-4, "loss": 1e-5}
+
 
 class ConvergenceWarning(UserWarning):
-    """The fit stopped at ``max_iter`` before the loss settled."""
+    """The fit stopped at ``max_iter`` before it converged (see ``stop`` in :func:`fit`)."""
 
 
 @dataclass
@@ -83,7 +86,8 @@ class JMTResult:
         factors went back and the step halved). Each repeats the previous row of
         ``loss_history``. 0 with ``backtrack=False``.
     converged : bool
-        Whether the kept restart met the tolerance before ``max_iter``.
+        Whether the kept restart met the stopping rule before ``max_iter``
+        (``stop_reason`` says which).
     seed : int
         Seed of the kept restart (``fit(..., random_state=seed, n_init=1)`` reruns it).
     n_shared, n_rna_only, n_atac_only : int
@@ -99,6 +103,15 @@ class JMTResult:
         2-D embedding plot).
     interrupted : bool
         True when Ctrl-C stopped the fit early (the result is the state after the last whole epoch).
+    stop_reason : str
+        Why the kept restart stopped: ``"answer"`` (the loss, the labels and S settled: the default rule),
+        ``"loss"`` (the loss-only rule), ``"step"`` (backtracking shrank the step below
+        ``1e-6 · learning_rate``), ``"max_iter"``, ``"callback"`` or ``"interrupted"``.
+    answer_change : tuple of float
+        At the last check of the ``stop="answer"`` rule, over the last ``window`` kept epochs: the largest
+        share of cells (per modality), genes or regions whose argmax changed, the relative change of S
+        (largest over the modalities) and the relative change of the loss per epoch. Empty with ``stop="loss"``
+        or before the first check.
     """
 
     C_rna: np.ndarray
@@ -127,6 +140,8 @@ class JMTResult:
     n_undone: int = 0
     column_clusters: Optional[np.ndarray] = None
     resolution: Optional[float] = None
+    stop_reason: str = ""
+    answer_change: tuple = ()
 
     @property
     def columns_rna(self) -> np.ndarray:
@@ -219,6 +234,7 @@ def load_result(path) -> JMTResult:
     if meta.pop("format", None) != "fastjmt-result-1":
         raise ValueError(f"{path!r} is not a fastjmt result file")
     meta["loss_terms"] = tuple(meta["loss_terms"])
+    meta["answer_change"] = tuple(meta.get("answer_change", ()))
     return JMTResult(**arrays, **meta)
 
 
@@ -341,9 +357,14 @@ def fit(
     a5: float = DEFAULT_WEIGHTS["a5"],
     a6: float = DEFAULT_WEIGHTS["a6"],
     max_iter: int = 300,
-    tol: float = 1e-5,
+    tol: Optional[float] = None,
     patience: int = 5,
-    learning_rate: float = 0.1,
+    stop: str = "answer",
+    window: int = 5,
+    label_tol: float = 1e-3,
+    S_tol: float = 1e-2,
+    step_decay: float = 0.5,
+    learning_rate: float = 0.3,
     backtrack: bool = True,
     optimizer: str = "adam",
     batch_cells: float = 1.0,
@@ -390,12 +411,42 @@ def fit(
         Weight of the mean entropy of the cell memberships (an extra regulariser,
         not in the paper: it pushes each cell toward one cluster).
     max_iter : int
-        Most epochs per restart (an epoch updates every block once).
-    tol : float
-        Converged when the relative change of the loss stays below ``tol`` for
-        ``patience`` epochs in a row.
+        Most epochs per restart (an epoch updates every block once): a cap. A
+        fit that reaches it without meeting the stopping rule warns
+        (:class:`ConvergenceWarning`).
+    stop : {"answer", "loss"}
+        The stopping rule. ``"answer"`` (default): every ``window`` kept epochs
+        the fit compares its answer with the one ``window`` kept epochs before
+        and stops when all three have settled: the share of cells (of each
+        modality), of genes and of regions whose argmax cluster changed is at
+        most ``label_tol``, S changed by at most ``S_tol`` (relative,
+        Frobenius, both modalities) and the loss by at most ``tol`` per epoch
+        (relative). ``"loss"``: the relative change of the loss stays below
+        ``tol`` for ``patience`` epochs in a row (the rule before 2026-11-29).
+        With either, backtracking's step falling below ``1e-6 ·
+        learning_rate`` also ends the fit as converged. The defaults were
+        measured on the simulator and the shared datasets (docs/model.md).
+    tol : float, optional
+        Relative change of the loss per epoch below which it counts as
+        settled. Default: 1e-4 with ``stop="answer"``, 1e-5 with ``stop="loss"``.
+        0 never stops on the loss (``max_iter`` epochs are run).
     patience : int
-        See ``tol``.
+        ``stop="loss"`` only: epochs in a row the loss change must stay below ``tol``.
+    window : int
+        ``stop="answer"`` only: kept epochs between two comparisons of the answer
+        (epochs undone by backtracking leave the answer unchanged and do not count).
+    label_tol : float
+        ``stop="answer"`` only: largest share of cells or features whose argmax may
+        still change over ``window`` epochs.
+    S_tol : float
+        ``stop="answer"`` only: largest relative change of S over ``window`` epochs.
+    step_decay : float
+        ``stop="answer"`` only: at a check where no cell changed cluster
+        (share ≤ ``label_tol`` in both modalities) and the loss changed by at
+        most ``10 · tol`` per epoch, but the answer has not settled, the
+        largest step is multiplied by this (0 < step_decay ≤ 1; 1 keeps it). Adam moves every logit by about the step size whatever
+        its gradient, so with a constant step the feature labels and S keep
+        jittering and the rule would never be met (docs/model.md).
     learning_rate : float
         Step size of the optimiser for the logits and S (with ``backtrack``,
         the largest step; the step in use is lower after an undone epoch).
@@ -490,8 +541,14 @@ def fit(
     weights = {k: check_positive(v, k, allow_zero=True) for k, v in dict(a1=a1, a2=a2, a3=a3, a4=a4, a5=a5, a6=a6).items()}
     max_iter = check_count(max_iter, "max_iter", 1)
     patience = check_count(patience, "patience", 1)
+    window = check_count(window, "window", 1)
     n_init = check_count(n_init, "n_init", 1)
-    tol = check_positive(tol, "tol", allow_zero=True)
+    if stop not in ("answer", "loss"):
+        raise ValueError(f"stop must be 'answer' or 'loss', got {stop!r}")
+    tol = DEFAULT_TOL[stop] if tol is None else check_positive(tol, "tol", allow_zero=True)
+    label_tol = check_positive(label_tol, "label_tol", allow_zero=True)
+    S_tol = check_positive(S_tol, "S_tol", allow_zero=True)
+    step_decay = check_fraction(step_decay, "step_decay")
     learning_rate = check_positive(learning_rate, "learning_rate")
     init_scale = check_positive(init_scale, "init_scale", allow_zero=True)
     batch_cells = check_fraction(batch_cells, "batch_cells")
@@ -528,7 +585,8 @@ def fit(
 
     problem = build_problem(G, R, A, n_shared, n_rna_only, n_atac_only, weights, dtype, bool(low_memory))
     sched = Schedule(
-        max_iter=max_iter, tol=tol, patience=patience, optimizer=optimizer, learning_rate=learning_rate,
+        max_iter=max_iter, tol=tol, patience=patience, stop=stop, window=window, label_tol=label_tol, S_tol=S_tol,
+        step_decay=step_decay, optimizer=optimizer, learning_rate=learning_rate,
         backtrack=bool(backtrack), batch_cells=batch_cells, batch_features=batch_features, init=init,
         init_scale=init_scale, verbose=int(verbose), callback=callback,
     )
@@ -578,10 +636,15 @@ def fit(
         warnings.warn(f"fastjmt.fit was interrupted (Ctrl-C) after epoch {best.n_iter} and returns the best state so "
                       f"far{where}", UserWarning, stacklevel=2)
     if not best.converged and not best.stopped_by_callback and not outcome.interrupted:
-        warnings.warn(
-            f"fastjmt.fit stopped at max_iter={max_iter} before the relative loss change stayed below "
-            f"tol={tol} for {patience} epochs; raise max_iter or tol", ConvergenceWarning, stacklevel=2,
-        )
+        if stop == "loss":
+            why = f"the relative loss change stayed below tol={tol} for {patience} epochs; raise max_iter or tol"
+        else:
+            seen = "" if not best.change else (
+                f" (over the last {window} epochs: {100 * best.change[0]:.2g} % of labels changed, S by "
+                f"{best.change[1]:.2g}, the loss by {best.change[2]:.2g} per epoch)")
+            why = (f"the answer settled: labels changed by <= label_tol={label_tol}, S by <= S_tol={S_tol} and the "
+                   f"loss by <= tol={tol} per epoch{seen}; raise max_iter or the tolerances")
+        warnings.warn(f"fastjmt.fit stopped at max_iter={max_iter} before {why}", ConvergenceWarning, stacklevel=2)
     p = best.params
     programs = {m: program_activity(problem.modality(m), p[m].Cf) for m in ("rna", "atac")}
     column_clusters = None
@@ -599,6 +662,7 @@ def fit(
         n_atac_only=n_atac_only, fit_seconds=time.perf_counter() - t_start, restart_losses=np.asarray(losses),
         interrupted=outcome.interrupted, programs_rna=programs["rna"], programs_atac=programs["atac"],
         n_undone=best.undone, column_clusters=column_clusters, resolution=resolution,
+        stop_reason=best.stop_reason, answer_change=tuple(float(x) for x in best.change),
     )
 
 

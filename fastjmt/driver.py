@@ -70,8 +70,13 @@ class Schedule:
     max_iter: int = 300
     tol: float = 1e-5
     patience: int = 5
+    stop: str = "answer"
+    window: int = 5
+    label_tol: float = 1e-3
+    S_tol: float = 1e-2
+    step_decay: float = 0.5
     optimizer: str = "adam"
-    learning_rate: float = 0.1
+    learning_rate: float = 0.3
     backtrack: bool = True
     step_shrink: float = 0.5
     step_regrow: float = 1.05
@@ -100,6 +105,8 @@ class RunOutcome:
     stopped_by_callback: bool = False
     seconds: float = 0.0
     undone: int = 0  # epochs undone by backtracking (counted in n_iter)
+    stop_reason: str = ""
+    change: tuple = ()  # (label share, S change, loss change per epoch) at the last check of the answer
 
 
 class NonFiniteError(FloatingPointError):
@@ -112,6 +119,7 @@ class _Stepper:
     def __init__(self, sched: Schedule, params: dict):
         self.s = sched
         self.lr = sched.learning_rate  # the current step size (see ``_backtrack``)
+        self.lr_max = sched.learning_rate  # the ceiling backtracking regrows it to (lowered by ``step_decay``)
         self.state = {}
         self.steps = {}
         for m in MODALITIES:
@@ -325,6 +333,41 @@ def _epoch(problem: Problem, params: dict, sched: Schedule, step: _Stepper, rng,
     return terms
 
 
+class Snapshot:
+    """The answer of a fit at one epoch, for the ``stop="answer"`` rule: the argmax labels of the cells and
+    features of both modalities, both S and the total loss. O(cells + features) integers."""
+
+    GROUPS = ("cells_rna", "cells_atac", "genes", "regions")
+
+    def __init__(self, labels: list, S: list, loss: float):
+        self.labels, self.S, self.loss = labels, S, float(loss)
+
+    @classmethod
+    def of(cls, params: dict, loss: float) -> "Snapshot":
+        labels = [np.argmax(params[m].C, axis=1).astype(np.int32) for m in ("rna", "atac")]
+        labels += [np.argmax(params[m].Cf, axis=1).astype(np.int32) for m in ("rna", "atac")]
+        return cls(labels, [params[m].S.astype(np.float64) for m in ("rna", "atac")], loss)
+
+    def change(self, before: "Snapshot", epochs: int) -> tuple:
+        """``(label share, S change, loss change)`` since ``before``, ``epochs`` kept epochs ago.
+
+        label share: the largest, over cells of each modality, genes and regions, of the share whose argmax
+        changed; S change: the largest over both modalities of ``|S − S_before| / |S|`` (Frobenius); loss
+        change: ``|L_before − L| / |L|`` per epoch.
+        """
+        lab = max(float(np.mean(a != b)) if a.size else 0.0 for a, b in zip(self.labels, before.labels))
+        ds = max(float(np.linalg.norm(a - b)) / max(float(np.linalg.norm(a)), 1e-300)
+                 for a, b in zip(self.S, before.S))
+        dl = abs(before.loss - self.loss) / max(abs(self.loss), 1e-12) / max(epochs, 1)
+        return lab, ds, dl
+
+
+def answer_settled(sched: Schedule, change: tuple) -> bool:
+    """Whether a change measured by :meth:`Snapshot.change` meets the ``stop="answer"`` tolerances."""
+    lab, ds, dl = change
+    return lab <= sched.label_tol and ds <= sched.S_tol and dl <= sched.tol
+
+
 @dataclass
 class RunState:
     """Everything one restart needs to go on from where it is (what a checkpoint stores)."""
@@ -342,6 +385,10 @@ class RunState:
     stopped: bool = False
     interrupted: bool = False
     seconds: float = 0.0
+    snapshot: "Snapshot" = None  # the answer at the last check (``stop="answer"``)
+    kept: int = 0  # epochs kept since that snapshot
+    change: tuple = ()  # the last measured (label share, S change, loss change per epoch)
+    stop_reason: str = ""
 
     @property
     def finished(self) -> bool:
@@ -349,7 +396,7 @@ class RunState:
 
     def outcome(self) -> RunOutcome:
         return RunOutcome(self.params, np.asarray(self.history), self.it, self.converged, self.seed, self.stopped,
-                          self.seconds, self.undone)
+                          self.seconds, self.undone, self.stop_reason, tuple(self.change))
 
 
 def start_run(problem: Problem, sched: Schedule, n_shared: int, n_rna_only: int, n_atac_only: int,
@@ -361,6 +408,8 @@ def start_run(problem: Problem, sched: Schedule, n_shared: int, n_rna_only: int,
     terms, _ = evaluate(problem, params, with_grad=False)
     state = RunState(seed, params, _Stepper(sched, params), rng, [[terms[t] for t in TERMS] + [terms["total"]]],
                      prev=terms["total"])
+    if sched.stop == "answer":
+        state.snapshot = Snapshot.of(params, terms["total"])
     state.seconds = time.perf_counter() - t0
     return state
 
@@ -385,6 +434,7 @@ def advance(problem: Problem, sched: Schedule, state: RunState, should_stop=None
 def _advance(problem, sched, state, should_stop, on_epoch, progress):
     while not state.finished and state.it < sched.max_iter:
         it = state.it + 1
+        state.stop_reason = ""
         te = time.perf_counter()
         saved = _SavePoint(state) if sched.backtrack else None
         terms = _epoch(problem, state.params, sched, state.stepper, state.rng, it)
@@ -396,18 +446,54 @@ def _advance(problem, sched, state, should_stop, on_epoch, progress):
         state.it = it
         state.history.append([terms[t] for t in TERMS] + [terms["total"]])
         progress.update(it, terms, time.perf_counter() - te)
+        settled = False
         if kept:
             rel = abs(state.prev - terms["total"]) / max(abs(terms["total"]), 1e-12)
             state.prev = terms["total"]
-            state.calm = state.calm + 1 if rel < sched.tol else 0
+            if sched.stop == "loss":
+                state.calm = state.calm + 1 if rel < sched.tol else 0
+                settled = state.calm >= sched.patience
+            else:
+                settled = _check_answer(sched, state, terms["total"])
         if sched.callback is not None and sched.callback(it, dict(terms), state.params):
-            state.stopped = True
-        elif state.calm >= sched.patience or state.stepper.lr < sched.min_step * sched.learning_rate:
-            state.converged = True
+            state.stopped, state.stop_reason = True, "callback"
+        elif settled:
+            state.converged, state.stop_reason = True, sched.stop
+        elif state.stepper.lr < sched.min_step * sched.learning_rate:
+            state.converged, state.stop_reason = True, "step"
+        elif it >= sched.max_iter:
+            state.stop_reason = "max_iter"
         if should_stop is not None and should_stop() and not state.finished:
-            state.interrupted = True
+            state.interrupted, state.stop_reason = True, "interrupted"
         if on_epoch is not None:
             on_epoch(state)
+
+
+def _check_answer(sched: Schedule, state: RunState, loss: float) -> bool:
+    """The ``stop="answer"`` rule, after a kept epoch: every ``window`` kept epochs, measure how much the
+    answer changed since the last check (:meth:`Snapshot.change`) and take a new snapshot.
+
+    Undone epochs do not count: they leave the answer as it was, which must not read as "settled".
+    """
+    state.kept += 1
+    if state.snapshot is None:  # resumed from a checkpoint written without one
+        state.snapshot, state.kept = Snapshot.of(state.params, loss), 0
+        return False
+    if state.kept < sched.window:
+        return False
+    now = Snapshot.of(state.params, loss)
+    state.change = now.change(state.snapshot, state.kept)
+    cells_settled = max(float(np.mean(a != b)) for a, b in zip(now.labels[:2], state.snapshot.labels[:2])) \
+        <= sched.label_tol
+    state.snapshot, state.kept = now, 0
+    settled = answer_settled(sched, state.change)
+    if not settled and cells_settled and state.change[2] <= 10 * sched.tol and sched.step_decay < 1.0:
+        # no cell moves and the loss has nearly settled (within 10 tol per epoch): what still moves is mostly
+        # Adam's step-sized jitter of the features and S, which only a smaller step ends
+        st = state.stepper
+        st.lr_max *= sched.step_decay
+        st.lr = min(st.lr, st.lr_max)
+    return settled
 
 
 class _SavePoint:
@@ -434,7 +520,7 @@ def _backtrack(sched: Schedule, state: RunState, saved: _SavePoint, loss: float)
     otherwise undo it and halve the step. Returns whether the epoch was kept."""
     step = state.stepper
     if loss <= state.prev:
-        step.lr = min(step.lr * sched.step_regrow, sched.learning_rate)
+        step.lr = min(step.lr * sched.step_regrow, step.lr_max)
         return True
     saved.restore(state)
     step.lr *= sched.step_shrink

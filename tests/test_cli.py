@@ -15,6 +15,22 @@ def test_main_job_runs_and_reports(capsys):
     assert cli.main(["--n-cells", "300", "--scenario", "unequal"]) == 0
     out = capsys.readouterr().out
     assert "ARI  RNA" in out and "pooled" in out and "ATAC cells in RNA-only clusters" in out
+    assert out.count("compile: ") == 1  # said once, whether the kernels were compiled or loaded from the cache
+    assert "converged=True" in out and "warning" not in out
+
+
+def test_compile_timer_counts_compiling_not_calling():
+    import numba
+
+    @numba.njit
+    def twice(x):
+        return 2 * x
+
+    with cli._CompileTimer() as first:
+        twice(3)
+    with cli._CompileTimer() as again:
+        twice(4)
+    assert first.seconds > 0 and again.seconds == 0
 
 
 @pytest.fixture(scope="module")

@@ -98,21 +98,6 @@ def test_reductions(dtype, n):
                                atol=1e-9)
 
 
-def test_chunk_partials_are_summed_in_chunk_order():
-    from fastjmt.kernels.dense import sum_partials_2d
-
-    rng = np.random.default_rng(8)
-    P = rng.normal(size=(7, 3, 4)) * 10.0 ** rng.integers(-8, 8, size=(7, 3, 4))
-
-    def in_order(parts):  # the NumPy twin: 0 + p0 + p1 + ... left to right
-        acc = np.zeros(parts.shape[1:])
-        for part in parts:
-            acc = acc + part
-        return acc
-
-    np.testing.assert_array_equal(sum_partials_2d(P), in_order(P))
-
-
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_axpby(dtype):
     rng = np.random.default_rng(4)
