@@ -26,7 +26,7 @@ from . import preprocess as pp
 from ._threads import fit_threads, resolve_n_threads
 from .driver import Schedule, fit_restarts
 from .objective import TERMS, Modality, Problem, spmm, spmm_t_full
-from .validation import check_count, check_fraction, check_layout, check_matrix, check_positive, check_shapes
+from .validation import check_count, check_fraction, check_inputs, check_layout, check_positive, not_counts
 
 logger = logging.getLogger("fastjmt")
 
@@ -87,6 +87,15 @@ class JMTResult:
         2-D embedding plot).
     interrupted : bool
         True when Ctrl-C stopped the fit early (the result is the state after the last whole epoch).
+    link_coverage : dict or None
+        How many RNA genes and ATAC regions have at least one gene activity
+        link (``n_genes, genes_linked, gene_share, n_regions, regions_linked,
+        region_share``; see :func:`fastjmt.genome.link_coverage`).
+    empty_rna, empty_atac : ndarray of bool, shape (n_cells,), or None
+        Cells with no counts in the fitted matrix (no stored nonzero). They
+        carry no data, so they get no confident membership: their rows of
+        ``C_rna`` / ``C_atac`` are uniform (1/K) and their programs 0. Drop or
+        flag them downstream (``fit_anndata`` writes ``.obs["<key>_empty"]``).
     """
 
     C_rna: np.ndarray
@@ -113,6 +122,9 @@ class JMTResult:
     interrupted: bool = False
     loss_terms: tuple = field(default=TERMS + ("total",))
     n_undone: int = 0
+    link_coverage: Optional[dict] = None
+    empty_rna: Optional[np.ndarray] = None
+    empty_atac: Optional[np.ndarray] = None
 
     @property
     def labels_rna(self) -> np.ndarray:
@@ -411,7 +423,21 @@ def fit(
     Raises
     ------
     ValueError, TypeError
-        On inconsistent shapes, non-finite or negative data, or bad parameters.
+        On inconsistent shapes, non-finite or negative data, an RNA or ATAC
+        matrix without any nonzero value, a gene activity without any link, or
+        bad parameters (all checked before any copy or preprocessing).
+
+    Warns
+    -----
+    UserWarning
+        With ``preprocess=True``, when ``rna`` holds non-integer values (it
+        looks normalised or log-transformed already: pass raw counts or
+        ``preprocess=False``).
+    fastjmt.genome.LinkCoverageWarning
+        When under half of the genes or a tenth of the regions have a link
+        (``result.link_coverage`` has the numbers).
+    ConvergenceWarning
+        When ``max_iter`` ends the fit before the loss settled.
     fastjmt.driver.NonFiniteError
         If a factor becomes NaN or infinite (the message names the block and iteration).
     """
@@ -454,11 +480,25 @@ def fit(
         raise FileNotFoundError(f"checkpoint: the folder of {os.fspath(checkpoint)!r} does not exist")
     _restart_seeds(random_state, 1)  # validates random_state before any work
 
-    shapes = [check_matrix(X, name, allow_negative=not preprocess and name != "gene_activity")
-              for X, name in ((rna, "rna"), (atac, "atac"), (gene_activity, "gene_activity"))]
-    check_shapes(*shapes, K)
+    check_inputs(rna, atac, gene_activity, K, preprocess=bool(preprocess))
+    if preprocess:
+        why = not_counts(rna)
+        if why:
+            warnings.warn(f"rna does not look like raw counts: {why}. fit normalises and log-transforms RNA "
+                          "(preprocess=True); for data already normalised or log-transformed (e.g. scanpy's .X after "
+                          "normalize_total/log1p) pass the raw counts (e.g. a 'counts' layer) or preprocess=False",
+                          UserWarning, stacklevel=2)
     G, R, A = (pp.to_csr(X, dtype=dtype, name=name)
                for X, name in ((rna, "rna"), (atac, "atac"), (gene_activity, "gene_activity")))
+    from .genome import MIN_GENE_SHARE, MIN_REGION_SHARE, LinkCoverageWarning, link_coverage
+
+    coverage = link_coverage(A)
+    logger.info("gene activity: %s", coverage)
+    if coverage.gene_share < MIN_GENE_SHARE or coverage.region_share < MIN_REGION_SHARE:
+        warnings.warn(f"low gene activity coverage: {coverage}; correct builds of the shared data link over 98 % of "
+                      "genes, so check the gene and contig names the links were built with", LinkCoverageWarning,
+                      stacklevel=2)
+    empty = {"rna": np.diff(G.indptr) == 0, "atac": np.diff(R.indptr) == 0}
     if preprocess:
         # G, R and A are private copies (to_csr), so preprocessing may work in place
         G = pp.preprocess_rna(G, copy=False)
@@ -523,18 +563,36 @@ def fit(
         )
     p = best.params
     programs = {m: program_activity(problem.modality(m), p[m].Cf) for m in ("rna", "atac")}
+    C = {}
+    for m in ("rna", "atac"):  # a cell without data gets no confident membership
+        C[m] = p[m].C
+        if empty[m].any():
+            C[m] = C[m].copy()
+            C[m][empty[m]] = 1.0 / K
+            logger.info("%d %s cells have no counts: uniform membership (empty_%s)", int(empty[m].sum()), m, m)
     return JMTResult(
-        C_rna=p["rna"].C, C_atac=p["atac"].C, C_genes=p["rna"].Cf, C_regions=p["atac"].Cf,
+        C_rna=C["rna"], C_atac=C["atac"], C_genes=p["rna"].Cf, C_regions=p["atac"].Cf,
         S_rna=p["rna"].S, S_atac=p["atac"].S, b_rna=p["rna"].b, b_atac=p["atac"].b,
         b_genes=p["rna"].c, b_regions=p["atac"].c, loss_history=best.history, n_iter=best.n_iter,
         converged=best.converged, seed=best.seed, n_shared=n_shared, n_rna_only=n_rna_only,
         n_atac_only=n_atac_only, fit_seconds=time.perf_counter() - t_start, restart_losses=np.asarray(losses),
         interrupted=outcome.interrupted, programs_rna=programs["rna"], programs_atac=programs["atac"],
-        n_undone=best.undone,
+        n_undone=best.undone, link_coverage=coverage.as_dict(), empty_rna=empty["rna"], empty_atac=empty["atac"],
     )
 
 
 def program_activity(mod: Modality, V: np.ndarray) -> np.ndarray:
-    """``(X V) / (X 1)`` per cell: the share of a cell's (preprocessed) signal in each feature cluster."""
+    """``(X V) / (X 1)`` per cell: the share of a cell's (preprocessed) signal in each feature cluster.
+
+    With negative values (``preprocess=False``) a row sum can be 0 or negative;
+    the denominator is then ``|X| 1`` for every cell, which keeps each program
+    activity finite and in [−1, 1]. Cells without data get 0.
+    """
     XV = spmm(mod.X, np.arange(mod.n, dtype=np.int64), np.ones(mod.p, np.uint8), V)
-    return (XV / np.maximum(mod.row_sums, 1e-300)[:, None]).astype(V.dtype)
+    data = mod.X[2]
+    denom = mod.row_sums
+    if data.size and data.min() < 0:
+        denom, _ = pp.row_sums(mod.X[0], np.abs(data))
+    out = np.zeros_like(XV, dtype=np.float64)
+    np.divide(XV, denom[:, None], out=out, where=denom[:, None] > 0)
+    return out.astype(V.dtype)
