@@ -146,6 +146,11 @@ def not_counts(X) -> str:
 def check_shapes(rna_shape, atac_shape, ga_shape, K):
     """The three matrices fit together, and each modality has at least K cells."""
     if ga_shape != (rna_shape[1], atac_shape[1]):
+        for shape, name, n, what in ((rna_shape, "rna", ga_shape[0], "genes"),
+                                     (atac_shape, "atac", ga_shape[1], "regions")):
+            if shape[1] != n and shape[0] == n and ga_shape != (atac_shape[1], rna_shape[1]):
+                raise ValueError(f"{name} must be cells × {what}; its shape {shape} has the gene activity's {n} {what} "
+                                 f"as rows: it looks transposed (10x .mtx files are features × cells): pass {name}.T")
         hint = " (it looks transposed: pass gene_activity.T)" if ga_shape == (atac_shape[1], rna_shape[1]) else ""
         raise ValueError(
             f"gene_activity must be genes × regions = ({rna_shape[1]}, {atac_shape[1]}) to match rna "

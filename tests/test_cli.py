@@ -59,7 +59,7 @@ def test_fit_command_writes_result_tables_and_report(files, capsys):
         assert all((out / f"{n}.png").exists() for n in ("loss", "association", "composition", "embedding"))
 
 
-def test_fit_command_builds_gene_activity_from_coordinates(files):
+def test_fit_command_builds_gene_activity_from_coordinates(files, capsys):
     d, root = files
     out = root / "out_bed"
     assert cli.main(["fit", "--rna", str(root / "rna.npz"), "--atac", str(root / "atac.mtx"),
@@ -67,9 +67,10 @@ def test_fit_command_builds_gene_activity_from_coordinates(files):
                      "--region-names", str(root / "regions.txt"), "--n-shared", "2", "--n-rna-only", "1",
                      "--max-iter", "5", "--out", str(out)]) == 0
     assert os.path.exists(out / "result.npz")
-    with pytest.raises(SystemExit):
-        cli.main(["fit", "--rna", str(root / "rna.npz"), "--atac", str(root / "atac.mtx"), "--n-shared", "2",
-                  "--out", str(out)])
+    capsys.readouterr()
+    assert cli.main(["fit", "--rna", str(root / "rna.npz"), "--atac", str(root / "atac.mtx"), "--n-shared", "2",
+                     "--out", str(out)]) == 2
+    assert capsys.readouterr().err.strip() == "fastjmt fit: error: pass --gene-activity or --genes"
 
 
 def test_fit_command_reads_h5ad(files):
