@@ -4,19 +4,15 @@ The matrices are read with scanpy's 10x readers (:func:`scanpy.read_10x_h5`,
 :func:`scanpy.read_10x_mtx`) and anndata's :func:`anndata.io.read_mtx`; this
 module only finds the files and splits the features by type:
 
-=========================================================  =====================================
-input                                                      gives
-=========================================================  =====================================
-``filtered_feature_bc_matrix.h5`` (Cell Ranger)            RNA (``Gene Expression`` features)
-``filtered_feature_bc_matrix/`` (``matrix.mtx.gz``,        RNA
-``features.tsv.gz``, ``barcodes.tsv.gz``; v2 ``genes.tsv``)
-``filtered_peak_bc_matrix.h5`` (Cell Ranger ATAC)          ATAC (``Peaks`` features)
-``filtered_peak_bc_matrix/`` (``matrix.mtx``,              ATAC, regions named ``chrom:start-end``
-``peaks.bed``, ``barcodes.tsv``, optionally gzipped)
-Cell Ranger ARC ``filtered_feature_bc_matrix.h5`` or its   RNA and ATAC, split by feature type
-folder (``Gene Expression`` and ``Peaks`` features)
-a Cell Ranger ``outs/`` folder                             whichever of the above it holds
-=========================================================  =====================================
+- ``filtered_feature_bc_matrix.h5`` (Cell Ranger): RNA, the ``Gene Expression`` features;
+- ``filtered_feature_bc_matrix/`` (``matrix.mtx.gz``, ``features.tsv.gz``,
+  ``barcodes.tsv.gz``; Cell Ranger 2 ``genes.tsv``): RNA;
+- ``filtered_peak_bc_matrix.h5`` (Cell Ranger ATAC): ATAC, the ``Peaks`` features;
+- ``filtered_peak_bc_matrix/`` (``matrix.mtx``, ``peaks.bed``, ``barcodes.tsv``,
+  optionally gzipped): ATAC, regions named ``chrom:start-end``;
+- Cell Ranger ARC ``filtered_feature_bc_matrix.h5`` or its folder: RNA and ATAC,
+  split by feature type (``Gene Expression``, ``Peaks``);
+- a Cell Ranger ``outs/`` folder: whichever of the above it holds.
 
 RNA features are named by their gene ids (``var_names``; unique, unlike
 symbols) with the symbols in ``.var["gene_symbols"]``; :func:`fastjmt.genome`
