@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import logging
 import os
 import re
 from dataclasses import dataclass
@@ -245,6 +246,7 @@ def check_links(matrix, gene_names=None, region_names=None, *, linked_genes=None
     import warnings
 
     cov = link_coverage(matrix)
+    logging.getLogger("fastjmt").info("gene activity built: %s", cov)
     hint = ""
     if gene_names is not None or region_names is not None:
         hint = (f" RNA genes look like {_examples(gene_names if gene_names is not None else [])}"

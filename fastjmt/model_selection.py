@@ -136,13 +136,19 @@ def select_k(rna, atac, gene_activity, k_values: Sequence[int], n_rna_only: int 
 
     stability = np.empty(len(ks))
     losses = np.empty((len(ks), n_seeds))
+    seen = set()
     for i, K in enumerate(ks):
         labels = []
         for s, (r, a, seed) in enumerate(draws):
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", ConvergenceWarning)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
                 res = fit(rna_csr[r], atac_csr[a], gene_activity, n_shared=K - n_rna_only - n_atac_only,
                           n_rna_only=n_rna_only, n_atac_only=n_atac_only, random_state=seed, **fit_kwargs)
+            for w in caught:  # once each, at the caller's line (convergence of the subsampled fits is not reported)
+                key = (w.category, str(w.message).split(":")[0])
+                if not issubclass(w.category, ConvergenceWarning) and key not in seen:
+                    seen.add(key)
+                    warnings.warn(w.message, w.category, stacklevel=2)
             losses[i, s] = res.loss
             lr = np.full(n_rna, -1, dtype=np.int64)
             la = np.full(n_atac, -1, dtype=np.int64)

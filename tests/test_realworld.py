@@ -72,7 +72,8 @@ def _entry_points(d):
 
 @pytest.mark.parametrize("bad, match", [("nan", "rna contains NaN"), ("negative", "rna has negative values"),
                                         ("zero", "rna has no nonzero value")])
-def test_every_entry_point_refuses_the_same_bad_input_with_the_same_error(sim, bad, match, monkeypatch):
+def test_every_entry_point_refuses_the_same_bad_input_with_the_same_error(sim, bad, match, monkeypatch,
+                                                                          tmp_path_factory, capsys):
     rna = sim.rna.copy().astype(np.float64)
     if bad == "nan":
         rna.data[0] = np.nan
@@ -93,6 +94,17 @@ def test_every_entry_point_refuses_the_same_bad_input_with_the_same_error(sim, b
             call(rna)
         messages[name] = str(err.value)
     assert len(set(messages.values())) == 1, messages  # the same error, word for word
+    import fastjmt.__main__ as cli
+
+    d = tmp_path_factory.mktemp("cli")
+    sp.save_npz(d / "rna.npz", sp.csr_matrix(rna))
+    sp.save_npz(d / "atac.npz", sp.csr_matrix(sim.atac))
+    sp.save_npz(d / "ga.npz", sp.csr_matrix(sim.gene_activity))
+    capsys.readouterr()
+    assert cli.main(["fit", "--rna", str(d / "rna.npz"), "--atac", str(d / "atac.npz"), "--gene-activity",
+                     str(d / "ga.npz"), "--n-shared", "2", "--out", str(d / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "fastjmt fit: error: " + " ".join(messages["fit"].split())
     assert (rna != before).nnz == 0 or bad == "nan"
 
 
@@ -114,6 +126,11 @@ def test_log_normalised_rna_with_preprocessing_warns(sim):
     logged = pp.normalize_log1p(sp.csr_matrix(sim.rna, dtype=np.float64))  # what scanpy leaves in .X
     with pytest.warns(UserWarning, match="does not look like raw counts.*log-transformed.*preprocess=False"):
         fastjmt.fit(logged, sim.atac, sim.gene_activity, n_shared=2, max_iter=2)
+    with warnings.catch_warnings(record=True) as caught:  # select_k: once, at the caller's line
+        warnings.simplefilter("always")
+        fastjmt.select_k(logged, sim.atac, sim.gene_activity, k_values=[2, 3], n_seeds=2, max_iter=2)
+    mine = [w for w in caught if "raw counts" in str(w.message)]
+    assert len(mine) == 1 and mine[0].filename == __file__
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)
         warnings.filterwarnings("ignore", category=fastjmt.ConvergenceWarning)
