@@ -7,8 +7,12 @@
     ATAC two, two shared).
 ``fastjmt fit --rna RNA --atac ATAC (--gene-activity GA | --genes GTF) --n-shared N --out DIR``
     Fits files on disk (``.h5ad``, ``.npz`` scipy sparse, ``.mtx`` Matrix
-    Market; cells × features) and writes the result, cluster tables, a report
-    and figures to DIR (see :func:`fastjmt.report.write_report`).
+    Market, cells × features; or 10x Genomics output: a Cell Ranger ``.h5``
+    or matrix folder) and writes the result, cluster tables, a report and
+    figures to DIR (see :func:`fastjmt.report.write_report`).
+    ``--multiome OUTS`` reads both modalities from a Cell Ranger ARC output.
+    An input that cannot be used ends in one line naming the option and the
+    file (exit status 2); ``--debug`` shows the traceback.
 """
 
 from __future__ import annotations
@@ -22,26 +26,51 @@ import warnings
 import numpy as np
 
 
+class UsageError(Exception):
+    """A problem with the user's input: shown as one line, without a traceback (``--debug`` shows it)."""
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] == "fit":
-        return fit_files(argv[1:])
+        debug = "--debug" in argv
+        try:
+            return fit_files([a for a in argv[1:] if a != "--debug"])
+        except (UsageError, ValueError, TypeError, KeyError, OSError, ImportError) as exc:
+            if debug:
+                raise
+            msg = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
+            print(f"fastjmt fit: error: {' '.join(msg.split())}", file=sys.stderr)
+            return 2
     if argv and argv[0] == "demo":
         argv = argv[1:]
     return demo(argv)
 
 
-def _read(path, layer=None):
-    """(matrix, names of rows, names of columns) of a .h5ad, .npz or .mtx file."""
+def _read(path, layer=None, option="--rna"):
+    """(matrix, names of rows, names of columns) of a .h5ad, .npz, .mtx, 10x .h5 or 10x matrix folder."""
     import scipy.io
     import scipy.sparse as sp
 
     p = str(path)
+    if not os.path.exists(p):
+        raise UsageError(f"{option} {p}: no such file or folder")
+    if os.path.isdir(p) or p.endswith(".h5"):
+        from .adata import read_matrix
+        from .tenx import read_10x
+
+        mods = read_10x(p)
+        key = "atac" if option == "--atac" else "rna"
+        ad = mods.get(key)
+        if ad is None:
+            other = "ATAC peaks" if key == "rna" else "gene expression"
+            raise UsageError(f"{option} {p}: holds {other} only; pass it as {'--atac' if key == 'rna' else '--rna'}")
+        return read_matrix(ad, layer), np.asarray(ad.obs_names), np.asarray(ad.var_names)
     if p.endswith(".h5ad"):
         try:
             import anndata
         except ImportError:
-            raise SystemExit('reading .h5ad needs anndata: pip install "fastjmt[anndata]"') from None
+            raise UsageError('reading .h5ad needs anndata: pip install "fastjmt[anndata]"') from None
         from .adata import read_matrix
 
         ad = anndata.read_h5ad(p, backed="r")
@@ -50,24 +79,64 @@ def _read(path, layer=None):
         return sp.load_npz(p).tocsr(), None, None
     if p.endswith((".mtx", ".mtx.gz")):
         return sp.csr_matrix(scipy.io.mmread(p)), None, None
-    raise SystemExit(f"{p}: unknown format (use .h5ad, .npz or .mtx)")
+    raise UsageError(f"{option} {p}: unknown format (use .h5ad, .npz, .mtx, a 10x .h5 or a 10x matrix folder)")
 
 
-def _names(path):
-    return None if path is None else np.loadtxt(path, dtype=str, delimiter="\t", ndmin=1)
+def _names(path, option):
+    """Names from a text file: one per line; a 10x features.tsv (id, name, type) gives ids and symbols;
+    a BED file (chrom, start, end, …) gives ``chrom:start-end``. Returns a list of candidate name arrays."""
+    if path is None:
+        return None
+    from . import genome
+
+    try:
+        with genome._open_text(path) as fh:
+            rows = [ln.rstrip("\n").split("\t") for ln in fh if ln.strip()]
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{option} {path}: cannot be read as text ({exc})") from None
+    if not rows:
+        raise UsageError(f"{option} {path}: is empty")
+    width = min(len(r) for r in rows)
+    if width >= 3 and all(r[1].isdigit() and r[2].isdigit() for r in rows[:100]):  # BED: chrom, start, end
+        return [np.array([f"{r[0]}:{r[1]}-{r[2]}" for r in rows])]
+    if width >= 2:  # 10x features.tsv: id, name[, type]: both tried against the annotation
+        return [np.array([r[0] for r in rows]), np.array([r[1] for r in rows])]
+    return [np.array([r[0] for r in rows])]
+
+
+def _check_axis(M, names, option, file_option, path, axis_word):
+    """The names must fit the matrix's columns; say "transposed?" when they fit its rows."""
+    if names is None:
+        return
+    n = len(names)
+    if M.shape[1] != n:
+        hint = (f"; they fit its rows: transposed? (10x .mtx files are features × cells: pass the 10x folder "
+                f"instead, or the transpose)") if M.shape[0] == n else ""
+        raise UsageError(f"{option} {path}: {n} {axis_word} names but the matrix {file_option} is "
+                         f"{M.shape[0]} × {M.shape[1]} (cells × {axis_word}s){hint}")
 
 
 def fit_files(argv) -> int:
     """``fastjmt fit``: fit files on disk and write a report."""
-    ap = argparse.ArgumentParser(prog="fastjmt fit", description="Fit scJMT to files on disk and write a report.")
-    ap.add_argument("--rna", required=True, help="RNA cells × genes (.h5ad, .npz or .mtx)")
-    ap.add_argument("--atac", required=True, help="ATAC cells × regions (.h5ad, .npz or .mtx)")
+    ap = argparse.ArgumentParser(
+        prog="fastjmt fit", description="Fit scJMT to files on disk and write a report.",
+        epilog="10x Genomics output: --rna and --atac take a Cell Ranger .h5 or matrix folder (e.g. "
+               "outs/filtered_feature_bc_matrix.h5, outs/filtered_peak_bc_matrix/); --multiome takes a Cell Ranger "
+               "ARC outs/ folder or its filtered_feature_bc_matrix.h5 and reads both modalities from it.")
+    ap.add_argument("--rna", help="RNA cells × genes (.h5ad, .npz, .mtx, or a 10x .h5 / matrix folder)")
+    ap.add_argument("--atac", help="ATAC cells × regions (.h5ad, .npz, .mtx, or a 10x .h5 / peak matrix folder)")
+    ap.add_argument("--multiome", help="a Cell Ranger ARC outs/ folder or .h5: RNA and ATAC from one file "
+                    "(fitted as unpaired)")
     ap.add_argument("--gene-activity", help="genes × regions links (.npz or .mtx), in the files' feature order")
-    ap.add_argument("--genes", help="gene coordinates (GTF/GFF, or BED-like .bed/.tsv) to build the gene activity")
+    ap.add_argument("--genes", help="gene coordinates (GTF/GFF, or BED .bed/.tsv) to build the gene activity")
+    ap.add_argument("--gene-key", choices=("auto", "name", "id"), default="auto",
+                    help="match RNA features to the annotation by gene symbol, by gene id (version stripped) or "
+                         "whichever matches more (default)")
     ap.add_argument("--promoter", type=int, default=2000, help="bases upstream of the TSS added to the gene body")
     ap.add_argument("--max-distance", type=int, default=0, help="also link regions this close, weighted by distance")
-    ap.add_argument("--gene-names", help="text file: gene names, one per line (for .npz/.mtx with --genes)")
-    ap.add_argument("--region-names", help="text file: region names like chr1:100-200 (for .npz/.mtx with --genes)")
+    ap.add_argument("--gene-names", help="gene names for .npz/.mtx with --genes: one per line, or a 10x features.tsv")
+    ap.add_argument("--region-names", help="region names for .npz/.mtx with --genes: one per line (chr1:100-200), "
+                    "or a BED file such as peaks.bed")
     ap.add_argument("--rna-layer")
     ap.add_argument("--atac-layer")
     ap.add_argument("--rna-labels", help="text file of true RNA labels (optional: adds ARI/NMI to the report)")
@@ -84,33 +153,78 @@ def fit_files(argv) -> int:
     ap.add_argument("--resume")
     ap.add_argument("--out", required=True, help="output folder")
     ap.add_argument("-v", "--verbose", action="count", default=0)
+    ap.add_argument("--debug", action="store_true", help="show Python tracebacks for input errors")
     a = ap.parse_args(argv)
     import fastjmt
     from . import genome
     from .report import write_report
 
-    G, rna_cells, gnames = _read(a.rna, a.rna_layer)
-    R, atac_cells, rnames = _read(a.atac, a.atac_layer)
-    gnames = _names(a.gene_names) if a.gene_names else gnames
-    rnames = _names(a.region_names) if a.region_names else rnames
-    if a.gene_activity:
-        A, _, _ = _read(a.gene_activity)
-    elif a.genes:
-        if gnames is None or rnames is None:
-            raise SystemExit("--genes needs feature names: use .h5ad inputs or --gene-names/--region-names")
-        base = a.genes[:-3] if a.genes.endswith(".gz") else a.genes
-        genes = genome.read_bed(a.genes) if base.endswith((".bed", ".tsv", ".txt")) else genome.read_gtf(a.genes)
-        A = genome.gene_activity(genes, genome.parse_regions(rnames), promoter=a.promoter,
-                                 max_distance=a.max_distance).aligned(gnames, rnames)
+    if a.multiome:
+        if a.rna or a.atac:
+            ap.error("--multiome replaces --rna and --atac")
+        a.rna = a.atac = a.multiome
+        opt_rna = opt_atac = "--multiome"
     else:
-        raise SystemExit("pass --gene-activity or --genes")
-    res = fastjmt.fit(G, R, A, n_shared=a.n_shared, n_rna_only=a.n_rna_only, n_atac_only=a.n_atac_only,
-                      max_iter=a.max_iter, random_state=a.seed, n_init=a.n_init, n_threads=a.threads,
-                      dtype=np.dtype(a.dtype), verbose=a.verbose, checkpoint=a.checkpoint, resume=a.resume)
-    paths = write_report(res, a.out, rna_cells, atac_cells, _names(a.rna_labels), _names(a.atac_labels))
+        if not (a.rna and a.atac):
+            ap.error("pass --rna and --atac, or --multiome")
+        opt_rna, opt_atac = "--rna", "--atac"
+    G, rna_cells, gnames = _wrap(opt_rna, a.rna, lambda: _read(a.rna, a.rna_layer, "--rna"))
+    R, atac_cells, rnames = _wrap(opt_atac, a.atac, lambda: _read(a.atac, a.atac_layer, "--atac"))
+    gcands = _names(a.gene_names, "--gene-names") if a.gene_names else (None if gnames is None else [gnames])
+    rcands = _names(a.region_names, "--region-names") if a.region_names else (None if rnames is None else [rnames])
+    if gcands is not None:
+        for c in gcands[:1]:
+            _check_axis(G, c, "--gene-names" if a.gene_names else opt_rna, opt_rna, a.gene_names or a.rna, "gene")
+    if rcands is not None:
+        _check_axis(R, rcands[0], "--region-names" if a.region_names else opt_atac, opt_atac,
+                    a.region_names or a.atac, "region")
+    caught_all = []
+    if a.gene_activity:
+        A, _, _ = _wrap("--gene-activity", a.gene_activity, lambda: _read(a.gene_activity, None, "--gene-activity"))
+        _check_orientation(G, R, A, a, opt_rna, opt_atac)
+        built = False
+    elif a.genes:
+        if gcands is None or rcands is None:
+            raise UsageError("--genes needs feature names: use .h5ad or 10x inputs, or --gene-names/--region-names")
+        genes = _wrap("--genes", a.genes, lambda: _read_genes(a.genes))
+        rnames = rcands[0]
+        regions = _wrap("--region-names" if a.region_names else opt_atac, a.region_names or a.atac,
+                        lambda: genome.parse_regions(rnames))
+        ga = genome.gene_activity(genes, regions, promoter=a.promoter, max_distance=a.max_distance)
+        A, gnames = max(((ga.aligned(c, rnames, gene_key=a.gene_key), c) for c in gcands),
+                        key=lambda t: genome.link_coverage(t[0]).genes_linked)
+        example = ga.gene_ids if a.gene_key == "id" and ga.gene_ids is not None else ga.genes
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", genome.LinkCoverageWarning)
+            try:
+                genome.check_links(A, gnames, rnames, linked_genes=example)
+            except ValueError as exc:
+                raise UsageError(f"--genes {a.genes}: {exc}") from None
+        caught_all += caught
+        built = True
+    else:
+        raise UsageError("pass --gene-activity or --genes")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        res = fastjmt.fit(G, R, A, n_shared=a.n_shared, n_rna_only=a.n_rna_only, n_atac_only=a.n_atac_only,
+                          max_iter=a.max_iter, random_state=a.seed, n_init=a.n_init, n_threads=a.threads,
+                          dtype=np.dtype(a.dtype), verbose=a.verbose, checkpoint=a.checkpoint, resume=a.resume)
+    caught_all += [w for w in caught if not (built and issubclass(w.category, genome.LinkCoverageWarning))]
+    for w in caught_all:  # one line each, no library file and line
+        print(f"fastjmt: warning: {' '.join(str(w.message).split())}", file=sys.stderr)
+    labels = [_wrap(opt, p, lambda p=p: np.loadtxt(p, dtype=str, delimiter="\t", ndmin=1)) if p else None
+              for opt, p in (("--rna-labels", a.rna_labels), ("--atac-labels", a.atac_labels))]
+    paths = write_report(res, a.out, rna_cells, atac_cells, *labels)
+    cov = genome.LinkCoverage(res.link_coverage["n_genes"], res.link_coverage["n_regions"],
+                              res.link_coverage["genes_linked"], res.link_coverage["regions_linked"])
+    print(f"gene activity: {cov}")
     print(f"fit: {res.n_iter} epochs, converged={res.converged}, loss {res.loss:.6g}, {res.fit_seconds:.2f}s")
-    print(f"cells per cluster (RNA): {np.bincount(res.labels_rna, minlength=res.n_clusters).tolist()}")
-    print(f"cells per cluster (ATAC): {np.bincount(res.labels_atac, minlength=res.n_clusters).tolist()}")
+    keep_r, keep_a = ~res.empty_rna, ~res.empty_atac
+    print(f"cells per cluster (RNA): {np.bincount(res.labels_rna[keep_r], minlength=res.n_clusters).tolist()}")
+    print(f"cells per cluster (ATAC): {np.bincount(res.labels_atac[keep_a], minlength=res.n_clusters).tolist()}")
+    n_empty = int(res.empty_rna.sum()), int(res.empty_atac.sum())
+    if any(n_empty):
+        print(f"cells without counts (no cluster, 'NA' in the tables): RNA {n_empty[0]}, ATAC {n_empty[1]}")
     print(f"wrote {', '.join(sorted(os.path.basename(p) for p in paths.values()))} to {a.out}")
     return 0
 
@@ -138,6 +252,33 @@ class _CompileTimer:
         if self._cm is not None:
             self._cm.__exit__(*exc)
         return False
+
+
+def _read_genes(path):
+    from .adata import read_genes
+
+    return read_genes(path)
+
+
+def _wrap(option, path, fn):
+    """Run ``fn``; an error becomes one line naming the option and the file."""
+    try:
+        return fn()
+    except UsageError:
+        raise
+    except (ValueError, TypeError, KeyError, OSError, UnicodeDecodeError, ImportError) as exc:
+        msg = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
+        raise UsageError(f"{option} {path}: {msg}") from exc
+
+
+def _check_orientation(G, R, A, a, opt_rna, opt_atac):
+    """Before the fit: a cells × features file given features × cells (the 10x .mtx orientation) is named."""
+    g, r = A.shape
+    for M, opt, path, n, what in ((G, opt_rna, a.rna, g, "genes"), (R, opt_atac, a.atac, r, "regions")):
+        if M.shape[1] != n and M.shape[0] == n:
+            raise UsageError(f"{opt} {path}: is {M.shape[0]} × {M.shape[1]}, but the gene activity has {n} {what}, "
+                             "which fit its rows: transposed? (10x .mtx files are features × cells: pass the 10x "
+                             "folder instead, or the transpose)")
 
 
 def demo(argv) -> int:

@@ -5,12 +5,18 @@ both), aligns features by name, builds the gene activity matrix from
 coordinates if asked, fits, and writes the results where scanpy users look:
 
 ============================  ==================================================
-``.obsm["X_<key>"]``          cell memberships C (cells × K): the joint embedding
-``.obs["<key>_cluster"]``     hard clusters (argmax of C), categorical
+``.obsm["X_<key>"]``          cell memberships C (cells × K): nearly one-hot
+                              after a fit, use it for cluster assignments
+``.obsm["X_<key>_programs"]`` feature-program activities (cells × K, continuous):
+                              use these for neighbours / UMAP / trajectories
+``.obs["<key>_cluster"]``     hard clusters (argmax of C), categorical; missing
+                              for cells without counts
+``.obs["<key>_empty"]``       True for cells with no counts in the fitted matrix
 ``.varm["<key>_C"]``          feature memberships (features × K; NaN rows for
                               features left out of the fit)
-``.uns["<key>"]``             S, loss history, n_iter, n_undone, converged, seed, layout
-                              and the fit's options (in both AnnData objects)
+``.uns["<key>"]``             S, loss history, n_iter, n_undone, converged, seed, layout,
+                              gene activity coverage (``link_coverage``) and the
+                              fit's options (in both AnnData objects)
 ============================  ==================================================
 
 With a MuData, the results are written into its two modality AnnData objects.
@@ -19,6 +25,7 @@ With a MuData, the results are written into its two modality AnnData objects.
 from __future__ import annotations
 
 import os
+import warnings
 from typing import Optional
 
 import numpy as np
@@ -27,6 +34,7 @@ import scipy.sparse as sp
 from . import genome
 from . import preprocess as pp
 from .api import JMTResult, fit
+from .validation import check_count, check_inputs, check_layout, check_matrix
 
 
 def _require_anndata():
@@ -72,11 +80,21 @@ def _split(rna, atac, mod_rna, mod_atac):
     return rna, atac, None
 
 
-def _gene_activity(rna, atac, gene_activity, genes, promoter, max_distance, decay):
+def read_genes(path) -> genome.Intervals:
+    """Gene coordinates from a path: a BED table (``.bed``/``.tsv``/``.txt``, optionally gzipped) or a GTF/GFF."""
+    path = os.fspath(path)
+    base = path[:-3] if path.endswith(".gz") else path
+    return genome.read_bed(path) if base.endswith((".bed", ".tsv", ".txt")) else genome.read_gtf(path)
+
+
+def _gene_activity(rna, atac, gene_activity, genes, promoter, max_distance, decay, gene_key="auto"):
     gnames, rnames = np.asarray(rna.var_names).astype(str), np.asarray(atac.var_names).astype(str)
     if gene_activity is not None:
         if isinstance(gene_activity, genome.GeneActivity):
-            return gene_activity.aligned(gnames, rnames)
+            A = gene_activity.aligned(gnames, rnames, gene_key=gene_key)
+            genome.check_links(A, gnames, rnames, linked_genes=gene_activity.genes,
+                               linked_regions=gene_activity.regions, stacklevel=4)
+            return A
         shape = (rna.n_vars, atac.n_vars)
         if tuple(gene_activity.shape) != shape:
             raise ValueError(f"gene_activity must be genes × regions {shape} in the order of rna.var_names × "
@@ -87,12 +105,13 @@ def _gene_activity(rna, atac, gene_activity, genes, promoter, max_distance, deca
         raise ValueError("pass gene_activity= (a matrix or fastjmt.genome.GeneActivity) or genes= (a GTF/GFF/BED "
                          "path or fastjmt.genome.Intervals) to build it from coordinates")
     if isinstance(genes, (str, os.PathLike)):
-        path = os.fspath(genes)
-        base = path[:-3] if path.endswith(".gz") else path
-        genes = genome.read_bed(path) if base.endswith((".bed", ".tsv", ".txt")) else genome.read_gtf(path)
+        genes = read_genes(genes)
     regions = genome.parse_regions(rnames)
     ga = genome.gene_activity(genes, regions, promoter=promoter, max_distance=max_distance, decay=decay)
-    return ga.aligned(gnames, rnames)
+    A = ga.aligned(gnames, rnames, gene_key=gene_key)
+    genome.check_links(A, gnames, rnames, linked_genes=ga.genes if gene_key != "id" or ga.gene_ids is None
+                       else ga.gene_ids, stacklevel=4)
+    return A
 
 
 def fit_anndata(
@@ -110,6 +129,7 @@ def fit_anndata(
     rna_layer: Optional[str] = None,
     atac_layer: Optional[str] = None,
     n_top_genes: Optional[int] = None,
+    gene_key: str = "auto",
     key: str = "jmt",
     mod_rna: str = "rna",
     mod_atac: str = "atac",
@@ -130,13 +150,23 @@ def fit_anndata(
     gene_activity : sparse matrix or fastjmt.genome.GeneActivity, optional
         Genes × regions links; a ``GeneActivity`` is aligned to the var names.
     genes : path or fastjmt.genome.Intervals, optional
-        Gene coordinates (GTF/GFF, or a BED-like ``.bed``/``.tsv``/``.txt``) to
+        Gene coordinates (GTF/GFF, or a BED table ``.bed``/``.tsv``/``.txt``) to
         build the gene activity by gene body + ``promoter`` overlap (and
         ``max_distance``/``decay``, see :func:`fastjmt.genome.gene_activity`).
+        Contig names are harmonised (``chr1`` = ``1``); the coverage of the
+        links is checked (:func:`fastjmt.genome.check_links`: an error without
+        any link, a warning when few genes are linked) and stored in
+        ``.uns[key]["link_coverage"]``.
     rna_layer, atac_layer : str, optional
         Layers to read instead of ``.X``.
     n_top_genes : int, optional
         Fit on the most variable genes only (others get NaN rows in ``.varm``).
+        Selected after the inputs are validated.
+    gene_key : {"auto", "name", "id"}
+        How ``rna.var_names`` are matched to the annotation's genes: gene
+        symbols, gene ids with the version stripped (``ENSG….3`` →
+        ``ENSG…``, the 10x / CELLxGENE convention), or whichever matches more
+        (default). Duplicated ``var_names`` all get their gene's links.
     key : str
         Prefix of the written keys.
     **fit_kwargs
@@ -146,19 +176,48 @@ def fit_anndata(
     -------
     JMTResult
         Also written into the AnnData objects (see the module docstring).
+
+    Raises
+    ------
+    ValueError, TypeError
+        The same errors as :func:`fastjmt.fit`, raised on the matrices as
+        given, before gene selection or any preprocessing; and a
+        ``ValueError`` naming example gene and region names when the built
+        gene activity has no link.
+
+    Warns
+    -----
+    Those of :func:`fastjmt.fit` (``ConvergenceWarning``, low link coverage,
+    non-count RNA), attributed to the line that called ``fit_anndata``.
     """
     _require_anndata()
     import pandas as pd
 
     rna_ad, atac_ad, _ = _split(rna, atac, mod_rna, mod_atac)
+    n_shared, n_rna_only, n_atac_only = check_layout(n_shared, n_rna_only, n_atac_only)
+    K = n_shared + n_rna_only + n_atac_only
+    if n_top_genes is not None:
+        n_top_genes = check_count(n_top_genes, "n_top_genes", 1)
+    preprocess = fit_kwargs.get("preprocess", True)
     G = read_matrix(rna_ad, rna_layer)
     R = read_matrix(atac_ad, atac_layer)
-    A = sp.csr_matrix(_gene_activity(rna_ad, atac_ad, gene_activity, genes, promoter, max_distance, decay))
+    for X, name in ((G, "rna"), (R, "atac")):  # before the links are built
+        check_matrix(X, name, allow_negative=not preprocess, require_nonzero=True)
+    A = sp.csr_matrix(_gene_activity(rna_ad, atac_ad, gene_activity, genes, promoter, max_distance, decay,
+                                     gene_key))
+    check_inputs(G, R, A, K, preprocess=bool(preprocess))  # every check of fit, before gene selection
     gene_idx = np.arange(rna_ad.n_vars)
     if n_top_genes is not None and n_top_genes < rna_ad.n_vars:
         gene_idx = pp.select_variable_genes(G, n_top_genes)
         G, A = G[:, gene_idx], A[gene_idx]
-    res = fit(G, R, A, n_shared=n_shared, n_rna_only=n_rna_only, n_atac_only=n_atac_only, **fit_kwargs)
+    built = gene_activity is None or isinstance(gene_activity, genome.GeneActivity)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        res = fit(G, R, A, n_shared=n_shared, n_rna_only=n_rna_only, n_atac_only=n_atac_only, **fit_kwargs)
+    for w in caught:  # re-issued at the caller's line, not at fastjmt's
+        if built and issubclass(w.category, genome.LinkCoverageWarning):
+            continue  # already warned, with names, when the links were built
+        warnings.warn(w.message, w.category, stacklevel=2)
 
     names = [f"{key}_{k}" for k in range(res.K)]
     uns = {
@@ -166,13 +225,18 @@ def fit_anndata(
         "loss_terms": list(res.loss_terms), "n_iter": res.n_iter, "n_undone": res.n_undone,
         "converged": res.converged, "seed": res.seed,
         "n_shared": res.n_shared, "n_rna_only": res.n_rna_only, "n_atac_only": res.n_atac_only,
-        "cluster_names": names,
+        "cluster_names": names, "link_coverage": dict(res.link_coverage or {}),
         "params": {k: v for k, v in fit_kwargs.items() if isinstance(v, (int, float, str, bool))},
     }
-    for ad, C, labels, Cf, idx in ((rna_ad, res.C_rna, res.labels_rna, res.C_genes, gene_idx),
-                                   (atac_ad, res.C_atac, res.labels_atac, res.C_regions, None)):
+    for ad, C, P, empty, labels, Cf, idx in (
+            (rna_ad, res.C_rna, res.programs_rna, res.empty_rna, res.labels_rna, res.C_genes, gene_idx),
+            (atac_ad, res.C_atac, res.programs_atac, res.empty_atac, res.labels_atac, res.C_regions, None)):
         ad.obsm[f"X_{key}"] = C
-        ad.obs[f"{key}_cluster"] = pd.Categorical(np.asarray(names)[labels], categories=names)
+        ad.obsm[f"X_{key}_programs"] = P
+        cluster = np.asarray(names, dtype=object)[labels]
+        cluster[empty] = None  # no data, no cluster
+        ad.obs[f"{key}_cluster"] = pd.Categorical(cluster, categories=names)
+        ad.obs[f"{key}_empty"] = np.asarray(empty, dtype=bool)
         full = np.full((ad.n_vars, res.K), np.nan, dtype=Cf.dtype)
         full[idx if idx is not None else slice(None)] = Cf
         ad.varm[f"{key}_C"] = full

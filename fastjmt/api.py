@@ -27,7 +27,7 @@ from . import preprocess as pp
 from ._threads import fit_threads, resolve_n_threads
 from .driver import Schedule, fit_restarts
 from .objective import TERMS, Modality, Problem, spmm, spmm_t_full
-from .validation import check_count, check_fraction, check_layout, check_matrix, check_positive, check_shapes
+from .validation import check_count, check_fraction, check_inputs, check_layout, check_positive, not_counts
 
 logger = logging.getLogger("fastjmt")
 
@@ -112,6 +112,15 @@ class JMTResult:
         share of cells (per modality), genes or regions whose argmax changed, the relative change of S
         (largest over the modalities) and the relative change of the loss per epoch. Empty with ``stop="loss"``
         or before the first check.
+    link_coverage : dict or None
+        How many RNA genes and ATAC regions have at least one gene activity
+        link (``n_genes, genes_linked, gene_share, n_regions, regions_linked,
+        region_share``; see :func:`fastjmt.genome.link_coverage`).
+    empty_rna, empty_atac : ndarray of bool, shape (n_cells,), or None
+        Cells with no counts in the fitted matrix (no stored nonzero). They
+        carry no data, so they get no confident membership: their rows of
+        ``C_rna`` / ``C_atac`` are uniform (1/K) and their programs 0. Drop or
+        flag them downstream (``fit_anndata`` writes ``.obs["<key>_empty"]``).
     """
 
     C_rna: np.ndarray
@@ -142,6 +151,9 @@ class JMTResult:
     resolution: Optional[float] = None
     stop_reason: str = ""
     answer_change: tuple = ()
+    link_coverage: Optional[dict] = None
+    empty_rna: Optional[np.ndarray] = None
+    empty_atac: Optional[np.ndarray] = None
 
     @property
     def columns_rna(self) -> np.ndarray:
@@ -180,9 +192,11 @@ class JMTResult:
         """
         from .clustering import merge_columns
 
-        cc = merge_columns(self.programs_rna, self.programs_atac, self.columns_rna, self.columns_atac,
-                           self.n_shared, self.n_rna_only, self.n_atac_only, resolution=resolution,
-                           n_neighbors=n_neighbors, n_threads=n_threads)
+        keep_r = slice(None) if self.empty_rna is None else ~self.empty_rna  # cells without data take no part
+        keep_a = slice(None) if self.empty_atac is None else ~self.empty_atac
+        cc = merge_columns(self.programs_rna[keep_r], self.programs_atac[keep_a], self.columns_rna[keep_r],
+                           self.columns_atac[keep_a], self.n_shared, self.n_rna_only, self.n_atac_only,
+                           resolution=resolution, n_neighbors=n_neighbors, n_threads=n_threads)
         return dataclasses.replace(self, column_clusters=cc, resolution=float(resolution))
 
     @property
@@ -521,7 +535,21 @@ def fit(
     Raises
     ------
     ValueError, TypeError
-        On inconsistent shapes, non-finite or negative data, or bad parameters.
+        On inconsistent shapes, non-finite or negative data, an RNA or ATAC
+        matrix without any nonzero value, a gene activity without any link, or
+        bad parameters (all checked before any copy or preprocessing).
+
+    Warns
+    -----
+    UserWarning
+        With ``preprocess=True``, when ``rna`` holds non-integer values (it
+        looks normalised or log-transformed already: pass raw counts or
+        ``preprocess=False``).
+    fastjmt.genome.LinkCoverageWarning
+        When under half of the genes or a tenth of the regions have a link
+        (``result.link_coverage`` has the numbers).
+    ConvergenceWarning
+        When ``max_iter`` ends the fit before the loss settled.
     fastjmt.driver.NonFiniteError
         If a factor becomes NaN or infinite (the message names the block and iteration).
     """
@@ -572,11 +600,25 @@ def fit(
         raise FileNotFoundError(f"checkpoint: the folder of {os.fspath(checkpoint)!r} does not exist")
     _restart_seeds(random_state, 1)  # validates random_state before any work
 
-    shapes = [check_matrix(X, name, allow_negative=not preprocess and name != "gene_activity")
-              for X, name in ((rna, "rna"), (atac, "atac"), (gene_activity, "gene_activity"))]
-    check_shapes(*shapes, K)
+    check_inputs(rna, atac, gene_activity, K, preprocess=bool(preprocess))
+    if preprocess:
+        why = not_counts(rna)
+        if why:
+            warnings.warn(f"rna does not look like raw counts: {why}. fit normalises and log-transforms RNA "
+                          "(preprocess=True); for data already normalised or log-transformed (e.g. scanpy's .X after "
+                          "normalize_total/log1p) pass the raw counts (e.g. a 'counts' layer) or preprocess=False",
+                          UserWarning, stacklevel=2)
     G, R, A = (pp.to_csr(X, dtype=dtype, name=name)
                for X, name in ((rna, "rna"), (atac, "atac"), (gene_activity, "gene_activity")))
+    from .genome import MIN_GENE_SHARE, MIN_REGION_SHARE, LinkCoverageWarning, link_coverage
+
+    coverage = link_coverage(A)
+    logger.info("gene activity: %s", coverage)
+    if coverage.gene_share < MIN_GENE_SHARE or coverage.region_share < MIN_REGION_SHARE:
+        warnings.warn(f"low gene activity coverage: {coverage}; correct builds of the shared data link over 98 % of "
+                      "genes, so check the gene and contig names the links were built with", LinkCoverageWarning,
+                      stacklevel=2)
+    empty = {"rna": np.diff(G.indptr) == 0, "atac": np.diff(R.indptr) == 0}
     if preprocess:
         # G, R and A are private copies (to_csr), so preprocessing may work in place
         G = pp.preprocess_rna(G, copy=False)
@@ -647,15 +689,23 @@ def fit(
         warnings.warn(f"fastjmt.fit stopped at max_iter={max_iter} before {why}", ConvergenceWarning, stacklevel=2)
     p = best.params
     programs = {m: program_activity(problem.modality(m), p[m].Cf) for m in ("rna", "atac")}
+    C = {}
+    for m in ("rna", "atac"):  # a cell without data gets no confident membership
+        C[m] = p[m].C
+        if empty[m].any():
+            C[m] = C[m].copy()
+            C[m][empty[m]] = 1.0 / K
+            logger.info("%d %s cells have no counts: uniform membership (empty_%s)", int(empty[m].sum()), m, m)
     column_clusters = None
     if resolution is not None:
         from .clustering import merge_columns
 
-        column_clusters = merge_columns(programs["rna"], programs["atac"], p["rna"].C.argmax(axis=1),
-                                        p["atac"].C.argmax(axis=1), n_shared, n_rna_only, n_atac_only,
-                                        resolution=resolution, n_threads=threads)
+        keep = {m: ~empty[m] for m in ("rna", "atac")}  # cells without data take no part in the merge
+        column_clusters = merge_columns(programs["rna"][keep["rna"]], programs["atac"][keep["atac"]],
+                                        C["rna"][keep["rna"]].argmax(axis=1), C["atac"][keep["atac"]].argmax(axis=1),
+                                        n_shared, n_rna_only, n_atac_only, resolution=resolution, n_threads=threads)
     return JMTResult(
-        C_rna=p["rna"].C, C_atac=p["atac"].C, C_genes=p["rna"].Cf, C_regions=p["atac"].Cf,
+        C_rna=C["rna"], C_atac=C["atac"], C_genes=p["rna"].Cf, C_regions=p["atac"].Cf,
         S_rna=p["rna"].S, S_atac=p["atac"].S, b_rna=p["rna"].b, b_atac=p["atac"].b,
         b_genes=p["rna"].c, b_regions=p["atac"].c, loss_history=best.history, n_iter=best.n_iter,
         converged=best.converged, seed=best.seed, n_shared=n_shared, n_rna_only=n_rna_only,
@@ -663,10 +713,22 @@ def fit(
         interrupted=outcome.interrupted, programs_rna=programs["rna"], programs_atac=programs["atac"],
         n_undone=best.undone, column_clusters=column_clusters, resolution=resolution,
         stop_reason=best.stop_reason, answer_change=tuple(float(x) for x in best.change),
+        link_coverage=coverage.as_dict(), empty_rna=empty["rna"], empty_atac=empty["atac"],
     )
 
 
 def program_activity(mod: Modality, V: np.ndarray) -> np.ndarray:
-    """``(X V) / (X 1)`` per cell: the share of a cell's (preprocessed) signal in each feature cluster."""
+    """``(X V) / (X 1)`` per cell: the share of a cell's (preprocessed) signal in each feature cluster.
+
+    With negative values (``preprocess=False``) a row sum can be 0 or negative;
+    the denominator is then ``|X| 1`` for every cell, which keeps each program
+    activity finite and in [−1, 1]. Cells without data get 0.
+    """
     XV = spmm(mod.X, np.arange(mod.n, dtype=np.int64), np.ones(mod.p, np.uint8), V)
-    return (XV / np.maximum(mod.row_sums, 1e-300)[:, None]).astype(V.dtype)
+    data = mod.X[2]
+    denom = mod.row_sums
+    if data.size and data.min() < 0:
+        denom, _ = pp.row_sums(mod.X[0], np.abs(data))
+    out = np.zeros_like(XV, dtype=np.float64)
+    np.divide(XV, denom[:, None], out=out, where=denom[:, None] > 0)
+    return out.astype(V.dtype)

@@ -90,13 +90,19 @@ def select_k(rna, atac, gene_activity, k_values: Sequence[int], n_rna_only: int 
     -------
     KSelection
 
+    Raises
+    ------
+    ValueError, TypeError
+        Before any fit: the errors of :func:`fastjmt.fit` on the inputs as
+        given, and a K in ``k_values`` larger than a subsample's cells.
+
     Examples
     --------
     >>> sel = fastjmt.select_k(rna, atac, ga, k_values=[4, 6, 8, 10, 12])  # doctest: +SKIP
     >>> print(sel.table()); res = fastjmt.fit(rna, atac, ga, n_shared=sel.best_k)  # doctest: +SKIP
     """
     from .api import ConvergenceWarning, fit
-    from .validation import check_count, check_fraction, check_positive
+    from .validation import check_count, check_fraction, check_inputs, check_positive
 
     n_seeds = check_count(n_seeds, "n_seeds", 2)
     subsample = check_fraction(subsample, "subsample")
@@ -109,28 +115,41 @@ def select_k(rna, atac, gene_activity, k_values: Sequence[int], n_rna_only: int 
     for name in ("n_shared", "n_rna_only", "n_atac_only", "random_state", "n_init"):
         if name in fit_kwargs:
             raise ValueError(f"select_k sets {name} itself; do not pass it in fit_kwargs")
+    # the checks of fit, on the matrices as given, before any subsample or fit
+    check_inputs(rna, atac, gene_activity, min(ks), preprocess=bool(fit_kwargs.get("preprocess", True)))
     rna = rna if sp.issparse(rna) else np.asarray(rna)
     atac = atac if sp.issparse(atac) else np.asarray(atac)
     n_rna, n_atac = rna.shape[0], atac.shape[0]
+    m_rna, m_atac = max(2, int(round(subsample * n_rna))), max(2, int(round(subsample * n_atac)))
+    too_big = [k for k in ks if k > min(m_rna, m_atac)]
+    if too_big:
+        raise ValueError(f"k_values {too_big} exceed the cells of a subsample (subsample={subsample}: {m_rna} RNA and "
+                         f"{m_atac} ATAC cells of {n_rna} and {n_atac}); use K <= {min(m_rna, m_atac)} or more cells")
     rng = np.random.default_rng(random_state)
     draws = []
     for _ in range(n_seeds):
-        r = np.sort(rng.choice(n_rna, max(2, int(round(subsample * n_rna))), replace=False))
-        a = np.sort(rng.choice(n_atac, max(2, int(round(subsample * n_atac))), replace=False))
+        r = np.sort(rng.choice(n_rna, m_rna, replace=False))
+        a = np.sort(rng.choice(n_atac, m_atac, replace=False))
         draws.append((r, a, int(rng.integers(2**31 - 1))))
     rna_csr = sp.csr_matrix(rna) if sp.issparse(rna) else rna
     atac_csr = sp.csr_matrix(atac) if sp.issparse(atac) else atac
 
     stability = np.empty(len(ks))
     losses = np.empty((len(ks), n_seeds))
+    seen = set()
     for i, K in enumerate(ks):
         labels = []
         for s, (r, a, seed) in enumerate(draws):
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", ConvergenceWarning)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
                 res = fit(rna_csr[r], atac_csr[a], gene_activity, n_shared=K - n_rna_only - n_atac_only,
                           n_rna_only=n_rna_only, n_atac_only=n_atac_only, random_state=seed,
                           **{"resolution": None, **fit_kwargs})
+            for w in caught:  # once each, at the caller's line (convergence of the subsampled fits is not reported)
+                key = (w.category, str(w.message).split(":")[0])
+                if not issubclass(w.category, ConvergenceWarning) and key not in seen:
+                    seen.add(key)
+                    warnings.warn(w.message, w.category, stacklevel=2)
             losses[i, s] = res.loss
             lr = np.full(n_rna, -1, dtype=np.int64)
             la = np.full(n_atac, -1, dtype=np.int64)

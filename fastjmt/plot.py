@@ -1,7 +1,8 @@
 """Figures of a fit (needs the ``plot`` extra: ``pip install "fastjmt[plot]"``).
 
-Every function returns a matplotlib ``Figure`` and draws nothing on screen by
-itself; save it with ``fig.savefig(path)``.
+Every function returns a matplotlib ``Figure`` made without pyplot: it never
+switches or starts the caller's backend and draws nothing on screen by itself;
+save it with ``fig.savefig(path)`` (Jupyter shows a returned figure inline).
 """
 
 from __future__ import annotations
@@ -13,56 +14,79 @@ import numpy as np
 from .api import JMTResult
 
 
-def _plt():
+def _figure(**kw):
+    """A pyplot-free ``Figure`` with an Agg canvas attached (no backend is chosen or switched)."""
     try:
-        import matplotlib
-
-        matplotlib.use(matplotlib.get_backend())  # keep the user's backend
-        import matplotlib.pyplot as plt
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
     except ImportError as exc:  # pragma: no cover - exercised only without the extra
         raise ImportError('plots need matplotlib: pip install "fastjmt[plot]"') from exc
-    return plt
+    fig = Figure(**kw)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+#: What each loss term is and which way is better, for the loss figure's y-axis labels.
+_TERM_LABELS = {
+    "total": "objective (lower is better)",
+    "recon_atac": "a1 × ATAC reconstruction MSE",
+    "recon_rna": "a2 × RNA reconstruction MSE",
+    "cos_S": "cosine(S_rna, S_atac)\n(higher is better)",
+    "cos_features": "cosine(C_genes, A C_regions)\n(higher is better)",
+    "mask": "membership in the other\nmodality's clusters",
+    "entropy": "mean membership entropy",
+}
 
 
 def plot_loss(res: JMTResult):
-    """The loss history: total, and every term on its own axis (epoch 0 = the starting point)."""
-    plt = _plt()
+    """The objective and each of its terms per epoch (epoch 0 = the starting point).
+
+    The reconstruction, mask and entropy terms are minimised; the two cosines
+    are couplings the objective rewards (it subtracts ``a3 · cos_S`` and
+    ``a4 · cos_features``), so they rise as the fit improves. Each panel
+    says which way is better.
+    """
     terms = list(res.loss_terms)
-    fig, axes = plt.subplots(2, 4, figsize=(14, 6), constrained_layout=True)
+    fig = _figure(figsize=(14, 6.5), constrained_layout=True)
+    axes = fig.subplots(2, 4)
     for ax, t in zip(axes.ravel(), ["total"] + [t for t in terms if t != "total"]):
-        ax.plot(res.loss_history[:, terms.index(t)], lw=1.5)
+        ax.plot(res.loss_history[:, terms.index(t)], lw=1.5, color="C1" if t.startswith("cos") else "C0")
         ax.set_title(t)
         ax.set_xlabel("epoch")
+        ax.set_ylabel(_TERM_LABELS.get(t, t), fontsize=8)
     for ax in axes.ravel()[len(terms):]:
         ax.axis("off")
-    fig.suptitle(f"fastjmt loss ({res.n_iter} epochs, converged={res.converged})")
+    fig.suptitle(f"fastjmt objective and its terms ({res.n_iter} epochs, converged={res.converged}); "
+                 "orange: couplings, rising is better")
     return fig
 
 
 def plot_association(res: JMTResult):
     """S_rna and S_atac as heatmaps (cell clusters × feature clusters), on one colour scale."""
-    plt = _plt()
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4.5), constrained_layout=True)
+    fig = _figure(figsize=(10, 4.5), constrained_layout=True)
+    axes = fig.subplots(1, 2)
     vmax = float(max(np.abs(res.S_rna).max(), np.abs(res.S_atac).max(), 1e-12))
-    for ax, S, name in ((axes[0], res.S_rna, "S_rna"), (axes[1], res.S_atac, "S_atac")):
+    for ax, S, name in ((axes[0], res.S_rna, "RNA: S_rna (genes)"), (axes[1], res.S_atac, "ATAC: S_atac (regions)")):
         im = ax.imshow(S, cmap="RdBu_r", vmin=-vmax, vmax=vmax)
         ax.set_title(name)
-        ax.set_xlabel("feature cluster")
+        ax.set_xlabel("feature cluster (program)")
         ax.set_ylabel("cell cluster")
         ax.set_xticks(range(res.K))
         ax.set_yticks(range(res.K))
-    fig.colorbar(im, ax=axes, shrink=0.8)
+    cb = fig.colorbar(im, ax=axes, shrink=0.8)
+    cb.set_label("association S (cell cluster → feature program)")
+    fig.suptitle("Cluster associations: a strong diagonal means each cell cluster has its own feature program")
     return fig
 
 
 def plot_composition(res: JMTResult, rna_labels: Optional[Sequence] = None, atac_labels: Optional[Sequence] = None):
     """Cells per cluster in each modality; with labels, stacked by label (what each cluster is made of)."""
-    plt = _plt()
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), constrained_layout=True, sharey=False)
+    fig = _figure(figsize=(12, 4.5), constrained_layout=True)
+    axes = fig.subplots(1, 2)
     all_classes = np.unique(np.concatenate([np.asarray(x).astype(str) for x in (rna_labels, atac_labels)
                                             if x is not None])) if (rna_labels is not None or atac_labels is not None) \
         else np.array([])
-    palette = dict(zip(all_classes, _colors(plt, len(all_classes))))
+    palette = dict(zip(all_classes, _colors(len(all_classes))))
     for ax, pred, lab, name in ((axes[0], res.labels_rna, rna_labels, "RNA"),
                                 (axes[1], res.labels_atac, atac_labels, "ATAC")):
         if lab is None:
@@ -77,12 +101,15 @@ def plot_composition(res: JMTResult, rna_labels: Optional[Sequence] = None, atac
             ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
         ax.set_title(f"{name}: cells per cluster")
         ax.set_xlabel("cluster (0…n_shared−1 shared)")
+        ax.set_ylabel("cells")
         ax.set_xticks(range(res.K))
     return fig
 
 
-def _colors(plt, n):
-    cmap = plt.cm.tab10 if n <= 10 else plt.cm.tab20
+def _colors(n):
+    from matplotlib import colormaps
+
+    cmap = colormaps["tab10"] if n <= 10 else colormaps["tab20"]
     return [cmap(i % cmap.N) for i in range(n)]
 
 
@@ -118,26 +145,40 @@ def embed_2d(res: JMTResult, method: str = "auto", random_state: int = 0) -> np.
 
 def plot_embedding(res: JMTResult, rna_labels: Optional[Sequence] = None, atac_labels: Optional[Sequence] = None,
                    method: str = "auto"):
-    """The joint embedding coloured by modality, by cluster, and (if given) by true label."""
-    plt = _plt()
+    """The joint embedding coloured by modality, by cluster, and (if given) by true label.
+
+    All cells are drawn in one random order, so neither modality hides the
+    other; axes are the embedding's (UMAP or PCA) coordinates.
+    """
+    from matplotlib.lines import Line2D
+
     E = embed_2d(res, method)
+    try:
+        import umap  # noqa: F401
+        axis = "UMAP" if method in ("auto", "umap") else "PC"
+    except ImportError:
+        axis = "PC"
     n_r = res.C_rna.shape[0]
     panels = [("modality", np.r_[np.zeros(n_r, int), np.ones(res.C_atac.shape[0], int)], ["RNA", "ATAC"]),
-              ("cluster", np.r_[res.labels_rna, res.labels_atac], [str(k) for k in range(res.K)])]
+              ("fastjmt cluster", np.r_[res.labels_rna, res.labels_atac], [str(k) for k in range(res.K)])]
     if rna_labels is not None and atac_labels is not None:
         lab = np.r_[np.asarray(rna_labels).astype(str), np.asarray(atac_labels).astype(str)]
         names, codes = np.unique(lab, return_inverse=True)
-        panels.append(("label", codes, list(names)))
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.8), constrained_layout=True)
-    rng = np.random.default_rng(0)
-    order = rng.permutation(E.shape[0])  # no modality drawn wholly on top of the other
-    for ax, (title, codes, names) in zip(np.atleast_1d(axes), panels):
-        colors = _colors(plt, len(names))
-        for c, name in enumerate(names):
-            sel = order[codes[order] == c]
-            ax.scatter(E[sel, 0], E[sel, 1], s=3, color=colors[c], label=name, rasterized=True, alpha=0.7)
-        ax.set_title(f"by {title}")
+        panels.append(("given label", codes, list(names)))
+    fig = _figure(figsize=(5.6 * len(panels), 4.8), constrained_layout=True)
+    axes = np.atleast_1d(fig.subplots(1, len(panels)))
+    order = np.random.default_rng(0).permutation(E.shape[0])  # interleaved: no modality drawn over the other
+    for ax, (title, codes, names) in zip(axes, panels):
+        colors = np.array(_colors(len(names)))
+        ax.scatter(E[order, 0], E[order, 1], s=3, c=colors[codes[order]], rasterized=True, alpha=0.7, linewidths=0)
+        handles = [Line2D([], [], marker="o", ls="", color=colors[c], label=n) for c, n in enumerate(names)]
+        ax.legend(handles=handles, title=title, fontsize=7, title_fontsize=8, loc="upper left",
+                  bbox_to_anchor=(1.0, 1.0), frameon=False)
+        ax.set_title(f"cells by {title}")
+        ax.set_xlabel(f"{axis} 1")
+        ax.set_ylabel(f"{axis} 2")
         ax.set_xticks([])
         ax.set_yticks([])
-        ax.legend(markerscale=4, fontsize=7, loc="best")
+    fig.suptitle(f"Joint embedding of {n_r} RNA and {res.C_atac.shape[0]} ATAC cells "
+                 "(program activities + memberships)")
     return fig

@@ -76,12 +76,12 @@ def _values(X, name):
     return arr, arr.shape, arr.dtype
 
 
-def check_matrix(X, name: str, allow_negative: bool = False):
+def check_matrix(X, name: str, allow_negative: bool = False, require_nonzero: bool = False):
     """Validate one input matrix where it lies; returns its shape.
 
     Refuses: None, non-2-D input, non-numeric or complex dtypes, empty
-    matrices, NaN or infinite values, and (unless ``allow_negative``)
-    negative values.
+    matrices, NaN or infinite values, (unless ``allow_negative``) negative
+    values, and (with ``require_nonzero``) a matrix without any nonzero value.
     """
     values, shape, dtype = _values(X, name)
     if np.issubdtype(dtype, np.complexfloating):
@@ -96,12 +96,61 @@ def check_matrix(X, name: str, allow_negative: bool = False):
         if not allow_negative and values.min() < 0:
             raise ValueError(f"{name} has negative values; counts and links must be >= 0 "
                              "(or pass preprocess=False with data you prepared yourself)")
+    if require_nonzero and not np.any(values):
+        what = {"rna": "RNA", "atac": "ATAC"}.get(name, name)
+        raise ValueError(f"{name} has no nonzero value: the {what} matrix {tuple(shape)} holds no signal, so every "
+                         "cell would land in one cluster; check that the right matrix or layer was passed")
     return tuple(int(s) for s in shape)
+
+
+def check_inputs(rna, atac, gene_activity, K: int, preprocess: bool = True):
+    """The checks every entry point runs on its three matrices before any other work.
+
+    Each matrix is validated where it lies (:func:`check_matrix`); RNA and ATAC
+    must hold at least one nonzero value, the gene activity at least one link;
+    the shapes must fit together and each modality needs at least ``K`` cells.
+    Negative values are refused unless ``preprocess`` is False (gene activity:
+    always). Returns the three shapes.
+
+    Raises
+    ------
+    ValueError, TypeError
+        Naming the argument and what to do.
+    """
+    shapes = [check_matrix(X, name, allow_negative=not preprocess and name != "gene_activity",
+                           require_nonzero=name != "gene_activity")
+              for X, name in ((rna, "rna"), (atac, "atac"), (gene_activity, "gene_activity"))]
+    check_shapes(*shapes, K)
+    values, _, _ = _values(gene_activity, "gene_activity")
+    if not np.any(values):
+        raise ValueError("gene_activity has no nonzero link: nothing bridges the RNA genes and the ATAC regions, and "
+                         "the fit would integrate nothing. Check how the links were built (gene names, contig names "
+                         "and genome build of the annotation; fastjmt.genome.check_links reports the coverage)")
+    return shapes
+
+
+def not_counts(X) -> str:
+    """Why ``X`` does not look like raw counts (non-integer or log-transformed values), or "" when it does."""
+    values, _, dtype = _values(X, "rna")
+    if values.size == 0 or not np.issubdtype(values.dtype, np.floating):
+        return ""
+    frac = values != np.floor(values)
+    if not frac.any():
+        return ""
+    share = float(np.count_nonzero(frac)) / values.size
+    vmax = float(values.max())
+    logged = " and look log-transformed (the largest is " + f"{vmax:.3g})" if vmax < 30 else ""
+    return f"{100 * share:.0f} % of its stored values are not integers{logged}"
 
 
 def check_shapes(rna_shape, atac_shape, ga_shape, K):
     """The three matrices fit together, and each modality has at least K cells."""
     if ga_shape != (rna_shape[1], atac_shape[1]):
+        for shape, name, n, what in ((rna_shape, "rna", ga_shape[0], "genes"),
+                                     (atac_shape, "atac", ga_shape[1], "regions")):
+            if shape[1] != n and shape[0] == n and ga_shape != (atac_shape[1], rna_shape[1]):
+                raise ValueError(f"{name} must be cells × {what}; its shape {shape} has the gene activity's {n} {what} "
+                                 f"as rows: it looks transposed (10x .mtx files are features × cells): pass {name}.T")
         hint = " (it looks transposed: pass gene_activity.T)" if ga_shape == (atac_shape[1], rna_shape[1]) else ""
         raise ValueError(
             f"gene_activity must be genes × regions = ({rna_shape[1]}, {atac_shape[1]}) to match rna "

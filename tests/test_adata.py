@@ -100,3 +100,77 @@ def test_mudata_input(sim):
     md = mudata.MuData({"rna": rna, "atac": atac})
     res = _fit(md, gene_activity=sim.gene_activity, n_shared=2, n_rna_only=1, max_iter=5)
     assert md.mod["rna"].obsm["X_jmt"].shape == (200, res.K)
+
+
+def _gtf_for(d, path, contig="1"):
+    """One GTF gene line per simulated gene spanning its linked regions (Ensembl contig names, versioned ids)."""
+    A = sp.csr_matrix(d.gene_activity)
+    with open(path, "w") as fh:
+        for i in range(A.shape[0]):
+            c = A.indices[A.indptr[i]:A.indptr[i + 1]]
+            ch, s, e = (contig, 1000 * c.min() + 1, 1000 * c.max() + 500) if c.size else \
+                ("2", 10_000_000 + 10_000 * i + 1, 10_000_000 + 10_000 * i + 100)
+            fh.write(f'{ch}\th\tgene\t{s}\t{e}\t.\t+\t.\tgene_id "ENSG{i:011d}.3"; gene_name "Sym{i}";\n')
+    return path
+
+
+@pytest.mark.parametrize("var_names", ["symbols", "unversioned_ids"])
+def test_ucsc_peaks_ensembl_gtf_and_10x_gene_ids_still_integrate(sim, tmp_path, var_names):
+    rna, atac = _ads(sim)  # peaks named chr1:…, the GTF uses contig "1"
+    n = rna.n_vars
+    rna.var_names = [f"Sym{i}" for i in range(n)] if var_names == "symbols" else [f"ENSG{i:011d}" for i in range(n)]
+    res = _fit(rna, atac, genes=_gtf_for(sim, tmp_path / "g.gtf"), n_shared=2, n_rna_only=1, max_iter=60)
+    cov = rna.uns["jmt"]["link_coverage"]
+    linked = int((np.diff(sp.csr_matrix(sim.gene_activity).indptr) > 0).sum())
+    assert cov["genes_linked"] == linked and cov == res.link_coverage
+    assert fastjmt.pooled_scores(res, sim.rna_labels, sim.atac_labels)["ari_pooled"] > 0.9
+
+
+def test_no_links_is_an_error_naming_both_inputs_names(sim, tmp_path):
+    rna, atac = _ads(sim)
+    atac.var_names = [f"chr9:{1000 * j}-{1000 * j + 500}" for j in range(atac.n_vars)]  # another contig
+    with pytest.raises(ValueError, match=r"no link.*'g0'.*'Sym0'.*'chr9:0-500'"):
+        _fit(rna, atac, genes=_gtf_for(sim, tmp_path / "g.gtf"), n_shared=2, n_rna_only=1, max_iter=5)
+
+
+def test_duplicated_var_names_all_get_their_links(sim, tmp_path):
+    rna, atac = _ads(sim)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # AnnData's own warning about non-unique names
+        names = [f"Sym{i}" for i in range(rna.n_vars)]
+        names[1] = "Sym0"
+        rna.var_names = names
+    from fastjmt.adata import _gene_activity
+
+    A = sp.csr_matrix(_gene_activity(rna, atac, None, _gtf_for(sim, tmp_path / "g.gtf"), 2000, 0, 5000.0))
+    assert A[1].nnz == A[0].nnz > 0 and (A[0] != A[1]).nnz == 0
+
+
+def test_empty_cells_are_flagged_and_programs_written(sim):
+    rna, atac = _ads(sim)
+    X = rna.X.tolil()
+    X[3, :] = 0
+    rna.X = X.tocsr()
+    res = _fit(rna, atac, gene_activity=sim.gene_activity, n_shared=2, n_rna_only=1, max_iter=20)
+    assert rna.obs["jmt_empty"].tolist() == [i == 3 for i in range(rna.n_obs)]
+    assert rna.obs["jmt_cluster"].isna().tolist() == [i == 3 for i in range(rna.n_obs)]
+    np.testing.assert_array_equal(rna.obsm["X_jmt_programs"], res.programs_rna)
+    np.testing.assert_array_equal(atac.obsm["X_jmt_programs"], res.programs_atac)
+    assert not atac.obs["jmt_empty"].any()
+
+
+def test_warnings_point_at_the_caller(sim):
+    rna, atac = _ads(sim)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fit_anndata(rna, atac, gene_activity=sim.gene_activity, n_shared=2, n_rna_only=1, max_iter=2)
+    conv = [w for w in caught if issubclass(w.category, fastjmt.ConvergenceWarning)]
+    assert conv and all(w.filename == __file__ for w in conv)
+
+
+def test_nan_with_variable_gene_selection_is_refused(sim):
+    rna, atac = _ads(sim)
+    rna.X = rna.X.astype(np.float64)
+    rna.X.data[0] = np.nan
+    with pytest.raises(ValueError, match="rna contains NaN"):
+        _fit(rna, atac, gene_activity=sim.gene_activity, n_shared=2, n_rna_only=1, n_top_genes=100, max_iter=2)

@@ -75,7 +75,7 @@ def test_fit_command_writes_result_tables_and_report(files, capsys):
         assert all((out / f"{n}.png").exists() for n in ("loss", "association", "composition", "embedding"))
 
 
-def test_fit_command_builds_gene_activity_from_coordinates(files):
+def test_fit_command_builds_gene_activity_from_coordinates(files, capsys):
     d, root = files
     out = root / "out_bed"
     assert cli.main(["fit", "--rna", str(root / "rna.npz"), "--atac", str(root / "atac.mtx"),
@@ -83,9 +83,10 @@ def test_fit_command_builds_gene_activity_from_coordinates(files):
                      "--region-names", str(root / "regions.txt"), "--n-shared", "2", "--n-rna-only", "1",
                      "--max-iter", "5", "--out", str(out)]) == 0
     assert os.path.exists(out / "result.npz")
-    with pytest.raises(SystemExit):
-        cli.main(["fit", "--rna", str(root / "rna.npz"), "--atac", str(root / "atac.mtx"), "--n-shared", "2",
-                  "--out", str(out)])
+    capsys.readouterr()
+    assert cli.main(["fit", "--rna", str(root / "rna.npz"), "--atac", str(root / "atac.mtx"), "--n-shared", "2",
+                     "--out", str(out)]) == 2
+    assert capsys.readouterr().err.strip() == "fastjmt fit: error: pass --gene-activity or --genes"
 
 
 def test_fit_command_reads_h5ad(files):
@@ -103,3 +104,32 @@ def test_fit_command_reads_h5ad(files):
                      "--out", str(out)]) == 0
     cells = np.loadtxt(out / "clusters_rna.tsv", dtype=str, skiprows=1)[:, 0]
     assert list(cells[:3]) == list(rna.obs_names[:3])
+
+
+def test_fit_command_reads_10x_name_files_and_reports_coverage(files, capsys):
+    """--gene-names as a 10x features.tsv (id, name, type), --region-names as a 3-column peaks.bed."""
+    d, root = files
+    (root / "features.tsv").write_text("".join(f"ENSG{i:011d}\tg{i}\tGene Expression\n" for i in range(100)))
+    (root / "peaks.bed").write_text("".join(f"chr1\t{1000 * j}\t{1000 * j + 500}\n" for j in range(200)))
+    out = root / "out_10x_names"
+    assert cli.main(["fit", "--rna", str(root / "rna.npz"), "--atac", str(root / "atac.mtx"),
+                     "--genes", str(root / "genes.bed"), "--gene-names", str(root / "features.tsv"),
+                     "--region-names", str(root / "peaks.bed"), "--n-shared", "2", "--n-rna-only", "1",
+                     "--max-iter", "5", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    res = fastjmt.load_result(out / "result.npz")
+    assert res.link_coverage["genes_linked"] > 0
+    assert f"gene activity: {res.link_coverage['genes_linked']} of 100 RNA genes" in text
+    assert "gene activity coverage" in (out / "report.md").read_text()
+
+
+def test_fit_command_input_errors_are_one_line(files, capsys):
+    d, root = files
+    (root / "wrong_regions.txt").write_text("".join(f"chr9:{j}-{j + 1}\n" for j in range(200)))
+    assert cli.main(["fit", "--rna", str(root / "rna.npz"), "--atac", str(root / "atac.mtx"),
+                     "--genes", str(root / "genes.bed"), "--gene-names", str(root / "genes.txt"),
+                     "--region-names", str(root / "wrong_regions.txt"), "--n-shared", "2",
+                     "--out", str(root / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.startswith("fastjmt fit: error: --genes") and "no link" in err
+    assert "'g0'" in err and "'chr9:0-1'" in err

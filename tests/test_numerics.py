@@ -32,11 +32,14 @@ def _finite(res):
     return all(np.all(np.isfinite(a)) for a in arrays)
 
 
-def test_gene_activity_without_links_gives_a_flat_coupling_not_nan(d):
+def test_gene_activity_without_links_is_refused_and_one_link_gives_no_nan(d):
     empty = sp.csr_matrix(d.gene_activity.shape, dtype=np.float32)
-    res = _fit(d, gene_activity=empty)
+    with pytest.raises(ValueError, match="gene_activity has no nonzero link"):
+        _fit(d, gene_activity=empty)  # nothing would bridge the modalities: refused, not fitted silently
+    one = sp.csr_matrix(([1.0], ([0], [0])), shape=d.gene_activity.shape)
+    with pytest.warns(UserWarning, match="low gene activity coverage"):
+        res = _fit(d, gene_activity=one)
     assert _finite(res)
-    assert np.all(res.loss_history[:, res.loss_terms.index("cos_features")] == 0.0)
 
 
 def test_all_zero_modality_rows_and_a_constant_matrix(d):

@@ -27,6 +27,9 @@ def test_loss_figure(fitted, tmp_path):
     titles = [ax.get_title() for ax in fig.axes]
     assert titles[:7] == ["total", "recon_atac", "recon_rna", "cos_S", "cos_features", "mask", "entropy"]
     np.testing.assert_allclose(fig.axes[0].lines[0].get_ydata(), r.loss_history[:, -1])
+    ylabels = [ax.get_ylabel() for ax in fig.axes[:7]]
+    assert all(ylabels) and "higher is better" in ylabels[3] and "higher is better" in ylabels[4]
+    assert "lower is better" in ylabels[0] and "loss (" not in fig.get_suptitle()
     fig.savefig(tmp_path / "loss.png")
     assert (tmp_path / "loss.png").stat().st_size > 1000
 
@@ -37,6 +40,8 @@ def test_association_figure(fitted):
     ims = [ax.images[0] for ax in fig.axes if ax.images]
     np.testing.assert_array_equal(ims[0].get_array(), r.S_rna)
     np.testing.assert_array_equal(ims[1].get_array(), r.S_atac)
+    colorbar = [ax for ax in fig.axes if not ax.images]
+    assert colorbar and "association" in colorbar[0].get_ylabel()
 
 
 def test_composition_figure_counts_cells(fitted):
@@ -54,5 +59,27 @@ def test_embedding_figure(fitted):
     E = plot.embed_2d(r, method="pca")
     assert E.shape == (600, 2) and np.all(np.isfinite(E))
     fig = plot.plot_embedding(r, d.rna_labels, d.atac_labels, method="pca")
-    assert [ax.get_title() for ax in fig.axes] == ["by modality", "by cluster", "by label"]
+    assert [ax.get_title() for ax in fig.axes] == ["cells by modality", "cells by fastjmt cluster",
+                                                   "cells by given label"]
     assert sum(len(c.get_offsets()) for c in fig.axes[0].collections) == 600
+    for ax in fig.axes:
+        assert ax.get_xlabel() == "PC 1" and ax.get_ylabel() == "PC 2"
+        assert ax.get_legend() is not None and ax.get_legend().get_title().get_text()
+    # RNA and ATAC interleaved: the last 100 points drawn hold both modalities, not ATAC only
+    coll = fig.axes[0].collections[0]
+    colours = {tuple(np.round(c, 3)) for c in coll.get_facecolors()[-100:]}
+    assert len(colours) == 2
+
+
+def test_figures_and_report_keep_the_callers_backend(fitted, tmp_path):
+    from fastjmt.report import write_report
+
+    d, r = fitted
+    matplotlib.use("svg")
+    try:
+        write_report(r, tmp_path / "rep")
+        plot.plot_loss(r)
+        assert matplotlib.get_backend() == "svg"
+    finally:
+        matplotlib.use("Agg")
+    assert (tmp_path / "rep" / "embedding.png").exists()
