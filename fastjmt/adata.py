@@ -9,12 +9,16 @@ coordinates if asked, fits, and writes the results where scanpy users look:
                               after a fit, use it for cluster assignments
 ``.obsm["X_<key>_programs"]`` feature-program activities (cells × K, continuous):
                               use these for neighbours / UMAP / trajectories
-``.obs["<key>_cluster"]``     hard clusters (argmax of C), categorical; missing
-                              for cells without counts
+``.obs["<key>_cluster"]``     the recommended cell clusters (``labels_rna`` /
+                              ``labels_atac``: argmax columns merged),
+                              categorical, the same names in both modalities;
+                              missing for cells without counts
+``.obs["<key>_column"]``      the argmax column of C (the paper's clusters)
 ``.obs["<key>_empty"]``       True for cells with no counts in the fitted matrix
 ``.varm["<key>_C"]``          feature memberships (features × K; NaN rows for
                               features left out of the fit)
 ``.uns["<key>"]``             S, loss history, n_iter, n_undone, converged, seed, layout,
+                              ``column_clusters`` (column → cluster), ``resolution``,
                               gene activity coverage (``link_coverage``) and the
                               fit's options (in both AnnData objects)
 ============================  ==================================================
@@ -219,23 +223,31 @@ def fit_anndata(
             continue  # already warned, with names, when the links were built
         warnings.warn(w.message, w.category, stacklevel=2)
 
-    names = [f"{key}_{k}" for k in range(res.K)]
+    names = [f"{key}_{k}" for k in range(res.n_clusters)]
+    columns = [f"{key}_column_{k}" for k in range(res.K)]
     uns = {
         "S_rna": res.S_rna, "S_atac": res.S_atac, "loss_history": res.loss_history,
         "loss_terms": list(res.loss_terms), "n_iter": res.n_iter, "n_undone": res.n_undone,
         "converged": res.converged, "seed": res.seed,
         "n_shared": res.n_shared, "n_rna_only": res.n_rna_only, "n_atac_only": res.n_atac_only,
         "cluster_names": names, "link_coverage": dict(res.link_coverage or {}),
+        "column_clusters": (np.arange(res.K) if res.column_clusters is None else res.column_clusters),
+        "resolution": -1.0 if res.resolution is None else float(res.resolution),
         "params": {k: v for k, v in fit_kwargs.items() if isinstance(v, (int, float, str, bool))},
     }
-    for ad, C, P, empty, labels, Cf, idx in (
-            (rna_ad, res.C_rna, res.programs_rna, res.empty_rna, res.labels_rna, res.C_genes, gene_idx),
-            (atac_ad, res.C_atac, res.programs_atac, res.empty_atac, res.labels_atac, res.C_regions, None)):
+    for ad, C, P, empty, labels, cols, Cf, idx in (
+            (rna_ad, res.C_rna, res.programs_rna, res.empty_rna, res.labels_rna, res.columns_rna, res.C_genes,
+             gene_idx),
+            (atac_ad, res.C_atac, res.programs_atac, res.empty_atac, res.labels_atac, res.columns_atac,
+             res.C_regions, None)):
         ad.obsm[f"X_{key}"] = C
         ad.obsm[f"X_{key}_programs"] = P
         cluster = np.asarray(names, dtype=object)[labels]
         cluster[empty] = None  # no data, no cluster
         ad.obs[f"{key}_cluster"] = pd.Categorical(cluster, categories=names)
+        column = np.asarray(columns, dtype=object)[cols]
+        column[empty] = None
+        ad.obs[f"{key}_column"] = pd.Categorical(column, categories=columns)
         ad.obs[f"{key}_empty"] = np.asarray(empty, dtype=bool)
         full = np.full((ad.n_vars, res.K), np.nan, dtype=Cf.dtype)
         full[idx if idx is not None else slice(None)] = Cf

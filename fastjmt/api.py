@@ -34,7 +34,7 @@ logger = logging.getLogger("fastjmt")
 __all__ = ["fit", "JMTResult", "ConvergenceWarning", "DEFAULT_WEIGHTS", "load_result"]
 
 #: Default term weights a1…a5 (see docs/model.md for how they were chosen).
-DEFAULT_WEIGHTS = {"a1": 1000.0, "a2": 1000.0, "a3": 1.0, "a4": 1.0, "a5": 100.0, "a6": 10.0}
+DEFAULT_WEIGHTS = {"a1": 1000.0, "a2": 1000.0, "a3": 10.0, "a4": 10.0, "a5": 100.0, "a6": 10.0}
 
 #: Default ``tol`` of each stopping rule (see docs/model.md for the measurements behind them).
 DEFAULT_TOL = {"answer": 1e-4, "loss": 1e-5}
@@ -378,7 +378,7 @@ def fit(
     label_tol: float = 1e-3,
     S_tol: float = 1e-2,
     step_decay: float = 0.5,
-    learning_rate: float = 0.3,
+    learning_rate: float = 0.1,
     backtrack: bool = True,
     optimizer: str = "adam",
     batch_cells: float = 1.0,

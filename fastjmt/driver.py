@@ -76,7 +76,7 @@ class Schedule:
     S_tol: float = 1e-2
     step_decay: float = 0.5
     optimizer: str = "adam"
-    learning_rate: float = 0.3
+    learning_rate: float = 0.1
     backtrack: bool = True
     step_shrink: float = 0.5
     step_regrow: float = 1.05

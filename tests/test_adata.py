@@ -48,8 +48,13 @@ def test_results_land_where_scanpy_users_look(sim):
     direct = _plain_fit(sim.rna, sim.atac, sim.gene_activity, n_shared=2, n_rna_only=1, max_iter=20)
     np.testing.assert_array_equal(rna.obsm["X_jmt"], direct.C_rna)
     np.testing.assert_array_equal(atac.obsm["X_jmt"], res.C_atac)
-    assert list(rna.obs["jmt_cluster"].cat.categories) == ["jmt_0", "jmt_1", "jmt_2"]
-    assert (rna.obs["jmt_cluster"].astype(str).to_numpy() == np.array(["jmt_0", "jmt_1", "jmt_2"])[res.labels_rna]).all()
+    names = [f"jmt_{k}" for k in range(res.n_clusters)]
+    assert list(rna.obs["jmt_cluster"].cat.categories) == names
+    assert (rna.obs["jmt_cluster"].astype(str).to_numpy() == np.array(names)[res.labels_rna]).all()
+    assert (atac.obs["jmt_cluster"].astype(str).to_numpy() == np.array(names)[res.labels_atac]).all()
+    assert (rna.obs["jmt_column"].astype(str).to_numpy() == np.array(["jmt_column_0", "jmt_column_1",
+                                                                       "jmt_column_2"])[res.columns_rna]).all()
+    np.testing.assert_array_equal(rna.uns["jmt"]["column_clusters"], res.column_clusters)
     assert rna.varm["jmt_C"].shape == (150, 3) and atac.varm["jmt_C"].shape == (300, 3)
     assert rna.uns["jmt"]["n_iter"] == res.n_iter and rna.uns["jmt"]["n_undone"] == res.n_undone
     assert rna.uns["jmt"]["S_rna"].shape == (3, 3)
