@@ -121,6 +121,11 @@ def embed_2d(res: JMTResult, method: str = "auto", random_state: int = 0) -> np.
     centred log-memberships: memberships alone are nearly one-hot after a fit,
     the program activities keep the variation within a cluster.
     """
+    return _embed(_embedding_features(res), method, random_state)[0]
+
+
+def _embedding_features(res: JMTResult) -> np.ndarray:
+    """Standardised program activities next to centred log-memberships, all cells (RNA first)."""
     def z(P):
         P = np.asarray(P, dtype=np.float64)
         return (P - P.mean(axis=0)) / np.maximum(P.std(axis=0), 1e-12)
@@ -130,6 +135,11 @@ def embed_2d(res: JMTResult, method: str = "auto", random_state: int = 0) -> np.
     L -= L.mean(axis=1, keepdims=True)
     L /= max(L.std(), 1e-12)
     X = np.hstack([np.vstack([z(res.programs_rna), z(res.programs_atac)]), L])
+    return X
+
+
+def _embed(X: np.ndarray, method: str, random_state: int):
+    """(2-D coordinates, axis name): UMAP when asked or available, else the first two principal components."""
     if method in ("auto", "umap"):
         try:
             import umap
@@ -137,10 +147,10 @@ def embed_2d(res: JMTResult, method: str = "auto", random_state: int = 0) -> np.
             if method == "umap":
                 raise
         else:
-            return umap.UMAP(random_state=random_state).fit_transform(X)
+            return umap.UMAP(random_state=random_state).fit_transform(X), "UMAP"
     Xc = X - X.mean(axis=0)
     _, _, Vt = np.linalg.svd(Xc, full_matrices=False)
-    return Xc @ Vt[:2].T
+    return Xc @ Vt[:2].T, "PC"
 
 
 def plot_embedding(res: JMTResult, rna_labels: Optional[Sequence] = None, atac_labels: Optional[Sequence] = None,
@@ -152,12 +162,7 @@ def plot_embedding(res: JMTResult, rna_labels: Optional[Sequence] = None, atac_l
     """
     from matplotlib.lines import Line2D
 
-    E = embed_2d(res, method)
-    try:
-        import umap  # noqa: F401
-        axis = "UMAP" if method in ("auto", "umap") else "PC"
-    except ImportError:
-        axis = "PC"
+    E, axis = _embed(_embedding_features(res), method, 0)
     n_r = res.C_rna.shape[0]
     panels = [("modality", np.r_[np.zeros(n_r, int), np.ones(res.C_atac.shape[0], int)], ["RNA", "ATAC"]),
               ("fastjmt cluster", np.r_[res.labels_rna, res.labels_atac], [str(k) for k in range(res.K)])]

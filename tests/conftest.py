@@ -60,3 +60,18 @@ def params_from_theta(theta, dtype=np.float64):
 @pytest.fixture
 def case():
     return random_case()
+
+
+@pytest.fixture(autouse=True)
+def _report_embedding_by_pca(monkeypatch):
+    """Figures drawn in the tests embed cells by PCA, not UMAP.
+
+    umap-learn comes with scanpy (the ``tenx`` extra); its first call in a process compiles for about 30 s,
+    which would be paid by every test process. The embedding path itself is tested with ``method="pca"`` in
+    test_plot.py; the tutorial (run as a subprocess) still takes the user's default.
+    """
+    from fastjmt import plot
+
+    embed = plot._embed
+    monkeypatch.setattr(plot, "_embed", lambda X, method, random_state: embed(X, "pca" if method == "auto"
+                                                                               else method, random_state))

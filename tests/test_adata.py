@@ -124,7 +124,7 @@ def test_ucsc_peaks_ensembl_gtf_and_10x_gene_ids_still_integrate(sim, tmp_path, 
     rna, atac = _ads(sim)  # peaks named chr1:…, the GTF uses contig "1"
     n = rna.n_vars
     rna.var_names = [f"Sym{i}" for i in range(n)] if var_names == "symbols" else [f"ENSG{i:011d}" for i in range(n)]
-    res = _fit(rna, atac, genes=_gtf_for(sim, tmp_path / "g.gtf"), n_shared=2, n_rna_only=1, max_iter=60)
+    res = _fit(rna, atac, genes=_gtf_for(sim, tmp_path / "g.gtf"), n_shared=2, n_rna_only=1, max_iter=20)
     cov = rna.uns["jmt"]["link_coverage"]
     linked = int((np.diff(sp.csr_matrix(sim.gene_activity).indptr) > 0).sum())
     assert cov["genes_linked"] == linked and cov == res.link_coverage

@@ -31,6 +31,8 @@ def problems(draw):
 
     def mat(n, p, density, counts):
         M = sp.random(n, p, density=density, random_state=rng, format="csr")
+        if M.nnz == 0:  # a matrix without any nonzero is refused (test_realworld.py); keep one value
+            M = sp.csr_matrix(([0.5], ([int(rng.integers(n))], [int(rng.integers(p))])), shape=(n, p))
         if counts:
             M.data = np.ceil(M.data * 20)
         return M.toarray() if fmt == "dense" else M.asformat(fmt)
@@ -67,5 +69,9 @@ def test_fit_is_finite_on_the_simplex_and_leaves_inputs_alone(kw):
     for a in (res.S_rna, res.S_atac, res.b_rna, res.b_atac, res.b_genes, res.b_regions, res.loss_history):
         assert np.all(np.isfinite(a))
     assert np.all(np.diff(res.loss_history[:, -1]) <= 0)  # backtracking (the default): the loss never rises
+    for X, empty in ((kw["rna"], res.empty_rna), (kw["atac"], res.empty_atac)):  # cells without counts are flagged
+        np.testing.assert_array_equal(empty, np.asarray(abs(sp.csr_matrix(X)).sum(axis=1)).ravel() == 0)
+        C = res.C_rna if X is kw["rna"] else res.C_atac
+        np.testing.assert_allclose(C[empty], 1.0 / C.shape[1], rtol=1e-6)
     for k, v in before.items():
         assert _equal(v, kw[k]), k

@@ -152,7 +152,7 @@ def test_cell_ranger_and_cell_ranger_atac_matrix_folders(sim, outs):
 def test_one_command_from_a_cell_ranger_arc_folder_to_a_report(sim, outs, capsys):
     out = outs / "report"
     assert cli.main(["fit", "--multiome", str(outs / "outs"), "--genes", str(outs / "genes.gtf"), "--n-shared", "2",
-                     "--max-iter", "60", "--out", str(out)]) == 0
+                     "--max-iter", "20", "--out", str(out)]) == 0
     captured = capsys.readouterr()
     text = captured.out
     assert all(ln.startswith("fastjmt: warning: ") for ln in captured.err.splitlines() if ln.strip())
