@@ -30,6 +30,7 @@ _LAZY = {
     "NonFiniteError": "driver",
     "adjusted_rand_index": "metrics",
     "cluster_cells": "clustering",
+    "merge_columns": "clustering",
     "mnn_correct": "postprocess",
     "quantile_normalize": "postprocess",
     "select_k": "model_selection",
