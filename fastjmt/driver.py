@@ -21,6 +21,18 @@ state are copied before each epoch (O((cells + features) · K)); an epoch that
 raises the loss is undone from that copy and the step halved, and each kept
 epoch regrows the step by 5 % up to ``learning_rate``. The loss history is
 non-increasing, and a step below ``min_step · learning_rate`` counts as converged.
+
+Stopping (``Schedule.stop``): ``"answer"`` (the default) takes a
+:class:`Snapshot` of the answer (argmax labels of cells and features, S, the
+loss) every ``window`` kept epochs and stops when, since the previous one, at
+most ``label_tol`` of the cells / genes / regions changed their argmax, S moved
+by at most ``S_tol`` and the loss by at most ``tol`` per epoch. At a check
+where no cell moved and the loss changed by at most ``10 · tol`` per epoch but
+the answer has not settled, the step ceiling ``lr_max`` is multiplied by
+``step_decay``: Adam moves every logit by about the step whatever its
+gradient, so only a smaller step ends the jitter of the features and S.
+``"loss"``: the relative loss change stays below ``tol`` for ``patience``
+epochs in a row.
 """
 
 from __future__ import annotations
