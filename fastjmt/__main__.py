@@ -147,6 +147,11 @@ def fit_files(argv) -> int:
     ap.add_argument("--max-iter", type=int, default=300)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--n-init", type=int, default=1)
+    ap.add_argument("--init", choices=("joint", "spectral", "random"), default="joint",
+                    help="starting point (see fastjmt.fit)")
+    ap.add_argument("--resolution", type=float, default=1.0,
+                    help="modularity resolution of the column merge that makes the clusters (lower: fewer); "
+                         "0 keeps the argmax columns")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     ap.add_argument("--checkpoint", help="write checkpoints here (resume with --resume)")
@@ -204,16 +209,23 @@ def fit_files(argv) -> int:
         built = True
     else:
         raise UsageError("pass --gene-activity or --genes")
+    labels = [_wrap(opt, p, lambda p=p: np.loadtxt(p, dtype=str, delimiter="\t", ndmin=1)) if p else None
+              for opt, p in (("--rna-labels", a.rna_labels), ("--atac-labels", a.atac_labels))]
+    for lab, opt, path, n in ((labels[0], "--rna-labels", a.rna_labels, G.shape[0]),
+                              (labels[1], "--atac-labels", a.atac_labels, R.shape[0])):
+        if lab is not None and lab.shape[0] != n:  # before the fit, not in the report after it
+            raise UsageError(f"{opt} {path}: has {lab.shape[0]} labels, but the matrix has {n} cells (one per line)")
+    if a.resolution < 0:
+        raise UsageError(f"--resolution must be >= 0 (0 keeps the argmax columns), got {a.resolution}")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         res = fastjmt.fit(G, R, A, n_shared=a.n_shared, n_rna_only=a.n_rna_only, n_atac_only=a.n_atac_only,
                           max_iter=a.max_iter, random_state=a.seed, n_init=a.n_init, n_threads=a.threads,
-                          dtype=np.dtype(a.dtype), verbose=a.verbose, checkpoint=a.checkpoint, resume=a.resume)
+                          dtype=np.dtype(a.dtype), verbose=a.verbose, checkpoint=a.checkpoint, resume=a.resume,
+                          init=a.init, resolution=a.resolution or None)
     caught_all += [w for w in caught if not (built and issubclass(w.category, genome.LinkCoverageWarning))]
     for w in caught_all:  # one line each, no library file and line
         print(f"fastjmt: warning: {' '.join(str(w.message).split())}", file=sys.stderr)
-    labels = [_wrap(opt, p, lambda p=p: np.loadtxt(p, dtype=str, delimiter="\t", ndmin=1)) if p else None
-              for opt, p in (("--rna-labels", a.rna_labels), ("--atac-labels", a.atac_labels))]
     paths = write_report(res, a.out, rna_cells, atac_cells, *labels)
     cov = genome.LinkCoverage(res.link_coverage["n_genes"], res.link_coverage["n_regions"],
                               res.link_coverage["genes_linked"], res.link_coverage["regions_linked"])

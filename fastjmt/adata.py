@@ -18,7 +18,8 @@ coordinates if asked, fits, and writes the results where scanpy users look:
 ``.varm["<key>_C"]``          feature memberships (features × K; NaN rows for
                               features left out of the fit)
 ``.uns["<key>"]``             S, loss history, n_iter, n_undone, converged, seed, layout,
-                              ``column_clusters`` (column → cluster), ``resolution``,
+                              ``column_clusters`` (column → cluster), ``resolution``
+                              (−1: no merge), ``stop_reason``,
                               gene activity coverage (``link_coverage``) and the
                               fit's options (in both AnnData objects)
 ============================  ==================================================
@@ -228,7 +229,7 @@ def fit_anndata(
     uns = {
         "S_rna": res.S_rna, "S_atac": res.S_atac, "loss_history": res.loss_history,
         "loss_terms": list(res.loss_terms), "n_iter": res.n_iter, "n_undone": res.n_undone,
-        "converged": res.converged, "seed": res.seed,
+        "converged": res.converged, "stop_reason": res.stop_reason, "seed": res.seed,
         "n_shared": res.n_shared, "n_rna_only": res.n_rna_only, "n_atac_only": res.n_atac_only,
         "cluster_names": names, "link_coverage": dict(res.link_coverage or {}),
         "column_clusters": (np.arange(res.K) if res.column_clusters is None else res.column_clusters),

@@ -182,9 +182,9 @@ class JMTResult:
         """How many cell clusters the labels use at most (K when no column was merged)."""
         return self.K if self.column_clusters is None else int(self.column_clusters.max()) + 1
 
-    def relabel(self, resolution: float = 1.0, n_neighbors: int = 15, n_threads: Optional[int] = None
+    def relabel(self, resolution: Optional[float] = 1.0, n_neighbors: int = 15, n_threads: Optional[int] = None
                 ) -> "JMTResult":
-        """A copy of the result whose labels merge the columns at another ``resolution``.
+        """A copy of the result whose labels merge the columns at another ``resolution`` (None: no merge).
 
         The factors are shared with this result, not copied; only
         ``column_clusters`` and ``resolution`` differ. See
@@ -192,6 +192,8 @@ class JMTResult:
         """
         from .clustering import merge_columns
 
+        if resolution is None:  # no merge: the labels are the columns
+            return dataclasses.replace(self, column_clusters=None, resolution=None)
         keep_r = slice(None) if self.empty_rna is None else ~self.empty_rna  # cells without data take no part
         keep_a = slice(None) if self.empty_atac is None else ~self.empty_atac
         cc = merge_columns(self.programs_rna[keep_r], self.programs_atac[keep_a], self.columns_rna[keep_r],

@@ -215,7 +215,7 @@ class LinkCoverageWarning(UserWarning):
 
 def _examples(names, n: int = 3) -> str:
     names = list(np.asarray(names).astype(str)[:n])
-    return ", ".join(repr(x) for x in names) if names else "(none)"
+    return ", ".join(repr(str(x)) for x in names) if names else "(none)"
 
 
 def check_links(matrix, gene_names=None, region_names=None, *, linked_genes=None, linked_regions=None,

@@ -133,3 +133,17 @@ def test_fit_command_input_errors_are_one_line(files, capsys):
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and err.startswith("fastjmt fit: error: --genes") and "no link" in err
     assert "'g0'" in err and "'chr9:0-1'" in err
+
+
+def test_fit_command_checks_label_files_before_the_fit(files, capsys):
+    d, root = files
+    (root / "short_labels.txt").write_text("".join(f"{x}\n" for x in d.rna_labels[:-1]))
+    argv = ["fit", "--rna", str(root / "rna.npz"), "--atac", str(root / "atac.mtx"),
+            "--gene-activity", str(root / "ga.npz"), "--n-shared", "2", "--n-rna-only", "1",
+            "--out", str(root / "o_short")]
+    assert cli.main(argv + ["--rna-labels", str(root / "short_labels.txt")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "--rna-labels" in err and f"has {len(d.rna_labels) - 1} labels" in err
+    assert not (root / "o_short").exists()  # refused before any work
+    assert cli.main(argv + ["--resolution", "-1"]) == 2
+    assert "--resolution" in capsys.readouterr().err

@@ -323,6 +323,9 @@ def test_labels_merge_a_type_split_over_columns_and_relabel_changes_only_the_mer
     assert none.column_clusters is None and none.n_clusters == 5
     np.testing.assert_array_equal(none.labels_rna, none.columns_rna)
     np.testing.assert_array_equal(none.C_rna, r.C_rna)
+    back = r.relabel(resolution=None)  # undo the merge after the fit
+    assert back.column_clusters is None and back.resolution is None
+    np.testing.assert_array_equal(back.labels_rna, r.columns_rna)
     coarse = r.relabel(resolution=0.05)
     assert coarse.C_rna is r.C_rna and coarse.resolution == 0.05 and coarse.n_clusters <= r.n_clusters
     with pytest.raises(ValueError, match="resolution"):
