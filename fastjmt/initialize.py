@@ -411,13 +411,13 @@ def _csr_col_stats(csr, p, rows=None):
 class _Standardized:
     """``Z = (X − 1 μᵀ) diag(w)`` of a CSR matrix ``X`` (n × p), applied to thin blocks without forming it.
 
-    ``w`` is ``1/σ`` on the columns kept and 0 elsewhere, so ``Z``'s columns are
+    ``mean`` and ``sd`` are ``X``'s column means and standard deviations
+    (:func:`_csr_col_stats`); ``w`` is ``1/σ`` on the columns kept and 0 elsewhere, so ``Z``'s columns are
     z-scores (Seurat's ``ScaleData`` without the clipping) or zero.
     """
 
-    def __init__(self, csr, p, keep):
+    def __init__(self, csr, p, keep, mean, sd):
         self.csr, self.p = csr, p
-        mean, sd = _csr_col_stats(csr, p)
         self.w = np.zeros(p)
         self.w[keep] = 1.0 / sd[keep]
         self.mean = mean
@@ -479,7 +479,7 @@ def cca_embeddings(rna_csr, gs_csr, n_genes, rank, rng, n_power_iter=3, max_fit_
     keep = np.flatnonzero((sd_r > 0) & (sd_a > 0))
     if keep.size < 2:
         return None, None
-    Zr, Za = _Standardized(rna_csr, n_genes, keep), _Standardized(gs_csr, n_genes, keep)
+    Zr, Za = _Standardized(rna_csr, n_genes, keep, mean_r, sd_r), _Standardized(gs_csr, n_genes, keep, mean_a, sd_a)
     n_r, n_a = rna_csr[0].shape[0] - 1, gs_csr[0].shape[0] - 1
     rows_r = np.sort(rng.choice(n_r, max_fit_rows, replace=False)).astype(np.int64) if n_r > max_fit_rows else None
     rows_a = np.sort(rng.choice(n_a, max_fit_rows, replace=False)).astype(np.int64) if n_a > max_fit_rows else None
@@ -531,12 +531,13 @@ def prior_kmeans(X, log_prior, init_labels, lam, max_iter=100):
     k = log_prior.shape[1]
     labels = init_labels.astype(np.int64).copy()
     centers = np.zeros((k, X.shape[1]))
+    x_sq = (X * X).sum(axis=1)[:, None]
     for it in range(max_iter):
         counts = np.bincount(labels, minlength=k).astype(np.float64)
         sums = np.stack([np.bincount(labels, weights=X[:, j], minlength=k) for j in range(X.shape[1])], axis=1)
         full = counts > 0
         centers[full] = sums[full] / counts[full, None]
-        cost = (X * X).sum(axis=1)[:, None] - 2.0 * X @ centers.T + (centers * centers).sum(axis=1)[None, :]
+        cost = x_sq - 2.0 * X @ centers.T + (centers * centers).sum(axis=1)[None, :]
         cost -= lam * log_prior
         new = cost.argmin(axis=1)
         if np.array_equal(new, labels):
