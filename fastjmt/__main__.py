@@ -47,8 +47,12 @@ def main(argv=None) -> int:
     return demo(argv)
 
 
-def _read(path, layer=None, option="--rna"):
-    """(matrix, names of rows, names of columns) of a .h5ad, .npz, .mtx, 10x .h5 or 10x matrix folder."""
+def _read(path, layer=None, option="--rna", key=None):
+    """(matrix, names of rows, names of columns) of a .h5ad, .npz, .mtx, 10x .h5 or 10x matrix folder.
+
+    ``option`` is the command-line option named in errors; ``key`` the modality wanted ("rna" or "atac";
+    by default the one ``option`` names).
+    """
     import scipy.io
     import scipy.sparse as sp
 
@@ -60,11 +64,13 @@ def _read(path, layer=None, option="--rna"):
         from .tenx import read_10x
 
         mods = read_10x(p)
-        key = "atac" if option == "--atac" else "rna"
+        key = key or ("atac" if option == "--atac" else "rna")
         ad = mods.get(key)
         if ad is None:
             other = "ATAC peaks" if key == "rna" else "gene expression"
-            raise UsageError(f"{option} {p}: holds {other} only; pass it as {'--atac' if key == 'rna' else '--rna'}")
+            fix = ("a Cell Ranger ARC output holds both; pass single-modality files as --rna and --atac"
+                   if option == "--multiome" else f"pass it as {'--atac' if key == 'rna' else '--rna'}")
+            raise UsageError(f"{option} {p}: holds {other} only; {fix}")
         return read_matrix(ad, layer), np.asarray(ad.obs_names), np.asarray(ad.var_names)
     if p.endswith(".h5ad"):
         try:
@@ -173,8 +179,8 @@ def fit_files(argv) -> int:
         if not (a.rna and a.atac):
             ap.error("pass --rna and --atac, or --multiome")
         opt_rna, opt_atac = "--rna", "--atac"
-    G, rna_cells, gnames = _wrap(opt_rna, a.rna, lambda: _read(a.rna, a.rna_layer, "--rna"))
-    R, atac_cells, rnames = _wrap(opt_atac, a.atac, lambda: _read(a.atac, a.atac_layer, "--atac"))
+    G, rna_cells, gnames = _wrap(opt_rna, a.rna, lambda: _read(a.rna, a.rna_layer, opt_rna, "rna"))
+    R, atac_cells, rnames = _wrap(opt_atac, a.atac, lambda: _read(a.atac, a.atac_layer, opt_atac, "atac"))
     gcands = _names(a.gene_names, "--gene-names") if a.gene_names else (None if gnames is None else [gnames])
     rcands = _names(a.region_names, "--region-names") if a.region_names else (None if rnames is None else [rnames])
     if gcands is not None:

@@ -222,6 +222,9 @@ def test_unusable_files_end_in_one_line_naming_the_option_and_the_file(sim, outs
     _one_line_error(capsys, "--rna", "ATAC peaks only")
     assert cli.main(base + ["--multiome", str(outs / "outs"), "--genes", str(tmp_path / "missing.gtf")]) == 2
     _one_line_error(capsys, "--genes", "missing.gtf")
+    # a single-modality file given as --multiome: the error names --multiome, not an option never passed
+    assert cli.main(base + ["--multiome", str(outs / "rna_only.h5"), "--genes", str(outs / "genes.gtf")]) == 2
+    _one_line_error(capsys, "--multiome", "gene expression only; a Cell Ranger ARC output holds both")
     with pytest.raises(cli.UsageError) as err:  # --debug shows the exception and its cause
         cli.main(base + ["--multiome", str(outs / "outs"), "--genes", str(tmp_path / "missing.gtf"), "--debug"])
     assert isinstance(err.value.__cause__, FileNotFoundError)
