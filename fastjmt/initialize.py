@@ -324,13 +324,15 @@ def _spectral(problem, params, n_shared, n_rna_only, n_atac_only, rng, scale, jo
         if name == "rna" or not joint or n_rna_only > 0:  # the joint start needs ATAC's own clusters only to
             labels[name] = kmeans(emb[name], k, rng)       # tell the RNA-only clusters from the shared ones
     prof_rna = _cluster_profiles(rna, labels["rna"], k_r)  # genes × k_r
+
+    def pair_by_profiles():  # the spectral pairing of ATAC's own clusters with the RNA clusters
+        prof = _cluster_profiles(atac, labels["atac"], k_a)  # regions × k_a
+        return (prof,) + match_clusters(_centered_corr(prof_rna, _product(problem.A, prof)), n_shared)
+
     if "atac" in labels:
-        prof_atac = _cluster_profiles(atac, labels["atac"], k_a)  # regions × k_a
-        corr = _centered_corr(prof_rna, _product(problem.A, prof_atac))
-        rna_cols, atac_cols = match_clusters(corr, n_shared)
+        prof_atac, rna_cols, atac_cols = pair_by_profiles()
     else:  # every RNA cluster is shared
         rna_cols = np.arange(k_r, dtype=np.int64)
-        atac_cols = np.arange(k_a, dtype=np.int64)
     if joint:
         atac_labels = joint_atac_labels(problem, emb["atac"], rna_cols[labels["rna"]], n_shared, n_rna_only,
                                         n_atac_only, rng)
@@ -340,13 +342,14 @@ def _spectral(problem, params, n_shared, n_rna_only, n_atac_only, rng, scale, jo
             prof_atac = _cluster_profiles(atac, atac_labels, k_a)
         elif "atac" not in labels:  # no gene varies in both modalities: the spectral start's own ATAC clusters
             labels["atac"] = kmeans(emb["atac"], k_a, rng)
-            prof_atac = _cluster_profiles(atac, labels["atac"], k_a)
-            corr = _centered_corr(prof_rna, _product(problem.A, prof_atac))
-            rna_cols, atac_cols = match_clusters(corr, n_shared)
+            prof_atac, rna_cols, atac_cols = pair_by_profiles()
     for name, mod, cols, prof in (("rna", rna, rna_cols, prof_rna), ("atac", atac, atac_cols, prof_atac)):
         f = params[name]
         f.Z[np.arange(mod.n), cols[labels[name]]] = scale
         f.Zf[:] = _feature_logits(prof, cols, K, scale)
+
+
+# --------------------------------------------------------------------------- joint start for the ATAC cells
 
 
 #: defaults of the joint start, chosen on the package's simulator and the shared datasets (docs/model.md)
@@ -393,16 +396,13 @@ def joint_atac_labels(problem, emb_atac, rna_cols, n_shared, n_rna_only, n_atac_
     return prior_kmeans(emb_atac, log_prior, init, JOINT_PRIOR_WEIGHT)
 
 
-# --------------------------------------------------------------------------- joint start for the ATAC cells
-
-
-def _csr_col_stats(csr, p, rows=None):
-    """Mean and standard deviation of each column of ``X`` (over ``rows``, all by default), float64."""
-    n = csr[0].shape[0] - 1 if rows is None else rows.shape[0]
+def _csr_col_stats(csr, p):
+    """Mean and standard deviation of each column of the CSR arrays of ``X`` (n × p), float64."""
+    n = csr[0].shape[0] - 1
     sq = (csr[0], csr[1], np.square(csr[2]))
-    ones = np.ones((csr[0].shape[0] - 1, 1))
-    s1 = _product_t(csr, None, p, ones, rows)[:, 0]
-    s2 = _product_t(sq, None, p, ones, rows)[:, 0]
+    ones = np.ones((n, 1))
+    s1 = _product_t(csr, None, p, ones)[:, 0]
+    s2 = _product_t(sq, None, p, ones)[:, 0]
     mean = s1 / max(n, 1)
     var = np.maximum(s2 / max(n, 1) - mean * mean, 0.0)
     return mean, np.sqrt(var)
