@@ -181,7 +181,8 @@ def transfer_cca(rna, atac, ga, y_rna, n_classes, n_neighbors=30):
     clusters: the best the joint start's cross-modal step can do.
     """
     from fastjmt import preprocess as pp
-    from fastjmt.api import DEFAULT_WEIGHTS, build_problem
+    from fastjmt.api import DEFAULT_WEIGHTS
+    from fastjmt.problem import build_problem
     from fastjmt.initialize import JOINT_RANK, cca_embeddings, gene_scores, neighbor_votes
 
     G = pp.preprocess_rna(pp.to_csr(rna))

@@ -27,11 +27,11 @@ import numpy as np
 
 import fastjmt
 from fastjmt import kernels as kn
-from fastjmt.api import build_problem
+from fastjmt.problem import build_problem
 from fastjmt._threads import fit_threads
 from fastjmt.driver import Schedule, _epoch, _Stepper
 from fastjmt.initialize import initialize
-from fastjmt.objective import column_block, kernel_mask, spmm, spmm_t_full
+from fastjmt.products import column_block, kernel_mask, spmm, spmm_t_full
 from fastjmt import preprocess as pp
 
 

@@ -20,14 +20,15 @@ _logging.getLogger("fastjmt").addHandler(_logging.NullHandler())
 
 #: public name -> the submodule that defines it
 _LAZY = {
-    "ConvergenceWarning": "api",
+    "ConvergenceWarning": "errors",
     "DEFAULT_WEIGHTS": "api",
+    "CheckpointError": "errors",
     "JMTResult": "api",
     "KSelection": "model_selection",
-    "LinkCoverageWarning": "genome",
+    "LinkCoverageWarning": "errors",
     "fit": "api",
     "load_result": "api",
-    "NonFiniteError": "driver",
+    "NonFiniteError": "errors",
     "adjusted_rand_index": "metrics",
     "cluster_cells": "clustering",
     "merge_columns": "clustering",

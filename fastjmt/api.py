@@ -26,7 +26,10 @@ import scipy.sparse as sp
 from . import preprocess as pp
 from ._threads import fit_threads, resolve_n_threads
 from .driver import Schedule, fit_restarts
-from .objective import TERMS, Modality, Problem, spmm, spmm_t_full
+from .errors import ConvergenceWarning
+from .objective import TERMS
+from .problem import Modality, build_problem
+from .products import spmm_all
 from .validation import check_count, check_fraction, check_inputs, check_layout, check_positive, not_counts
 
 logger = logging.getLogger("fastjmt")
@@ -38,10 +41,6 @@ DEFAULT_WEIGHTS = {"a1": 1000.0, "a2": 1000.0, "a3": 10.0, "a4": 10.0, "a5": 100
 
 #: Default ``tol`` of each stopping rule (see docs/model.md for the measurements behind them).
 DEFAULT_TOL = {"answer": 1e-4, "loss": 1e-5}
-
-
-class ConvergenceWarning(UserWarning):
-    """The fit stopped at ``max_iter`` before it converged (see ``stop`` in :func:`fit`)."""
 
 
 @dataclass
@@ -278,31 +277,6 @@ def _restart_seeds(random_state, n_init: int) -> list:
     return seeds
 
 
-def _modality(X: sp.csr_matrix, weight: float, masked_cols, low_memory: bool = False) -> Modality:
-    X_arr = (X.indptr, X.indices, X.data)
-    Xt_arr = None
-    if not low_memory:
-        Xt = _transpose(X)
-        Xt_arr = (Xt.indptr, Xt.indices, Xt.data)
-    row_sums, row_sq = pp.row_sums(X.indptr, X.data)
-    if Xt_arr is not None:  # column sums are the row sums of the transpose (float64, no new kernel signature)
-        col_sums, _ = pp.row_sums(Xt.indptr, Xt.data)
-    else:  # float64 scatter from the CSR
-        col_sums = spmm_t_full(X_arr, None, X.shape[1], np.ones((X.shape[0], 1)))[:, 0]
-    return Modality(X_arr, Xt_arr, X.shape[0], X.shape[1], row_sums, col_sums, float(row_sq.sum()), weight,
-                    np.asarray(masked_cols, dtype=np.int64))
-
-
-def _transpose(X: sp.csr_matrix) -> sp.csr_matrix:
-    """The CSR of ``Xᵀ``, sorted, with the same index dtype as ``X`` (scipy may narrow int64 to int32)."""
-    Xt = X.T.tocsr()
-    Xt.sort_indices()
-    if Xt.indptr.dtype != X.indptr.dtype:
-        Xt.indptr = Xt.indptr.astype(X.indptr.dtype)
-        Xt.indices = Xt.indices.astype(X.indptr.dtype)
-    return Xt
-
-
 @contextlib.contextmanager
 def _ctrl_c_finishes_epoch():
     """While the body runs, the first SIGINT sets an event (the fit stops after the epoch); a second one raises.
@@ -325,34 +299,6 @@ def _ctrl_c_finishes_epoch():
         yield event
     finally:
         signal.signal(signal.SIGINT, previous)
-
-
-def build_problem(G: sp.csr_matrix, R: sp.csr_matrix, A: sp.csr_matrix, n_shared: int, n_rna_only: int,
-                  n_atac_only: int, weights: dict, dtype, low_memory: bool = False) -> Problem:
-    """The driver's view of prepared CSR inputs: raw arrays, transposes, sums, masks and weights.
-
-    ``weights`` holds ``a1`` … ``a6``. The matrices must already be canonical CSR
-    of ``dtype`` (see :func:`fastjmt.preprocess.to_csr`).
-    """
-    K = n_shared + n_rna_only + n_atac_only
-    cols = np.arange(K)
-    rna_only_cols = cols[n_shared:n_shared + n_rna_only]
-    atac_only_cols = cols[n_shared + n_rna_only:]
-    At = _transpose(A)
-    return Problem(
-        atac=_modality(R, weights["a1"], rna_only_cols, low_memory),
-        rna=_modality(G, weights["a2"], atac_only_cols, low_memory),
-        A=(A.indptr, A.indices, A.data),
-        At=(At.indptr, At.indices, At.data),
-        n_genes=G.shape[1],
-        n_regions=R.shape[1],
-        K=K,
-        a3=weights["a3"],
-        a4=weights["a4"],
-        a5=weights["a5"],
-        a6=weights["a6"],
-        dtype=np.dtype(dtype),
-    )
 
 
 # --------------------------------------------------------------------------- fit
@@ -552,7 +498,7 @@ def fit(
         (``result.link_coverage`` has the numbers).
     ConvergenceWarning
         When ``max_iter`` ends the fit before the loss settled.
-    fastjmt.driver.NonFiniteError
+    fastjmt.NonFiniteError
         If a factor becomes NaN or infinite (the message names the block and iteration).
     """
     t_start = time.perf_counter()
@@ -612,7 +558,8 @@ def fit(
                           UserWarning, stacklevel=2)
     G, R, A = (pp.to_csr(X, dtype=dtype, name=name)
                for X, name in ((rna, "rna"), (atac, "atac"), (gene_activity, "gene_activity")))
-    from .genome import MIN_GENE_SHARE, MIN_REGION_SHARE, LinkCoverageWarning, link_coverage
+    from .errors import LinkCoverageWarning
+    from .genome import MIN_GENE_SHARE, MIN_REGION_SHARE, link_coverage
 
     coverage = link_coverage(A)
     logger.info("gene activity: %s", coverage)
@@ -726,7 +673,7 @@ def program_activity(mod: Modality, V: np.ndarray) -> np.ndarray:
     the denominator is then ``|X| 1`` for every cell, which keeps each program
     activity finite and in [−1, 1]. Cells without data get 0.
     """
-    XV = spmm(mod.X, np.arange(mod.n, dtype=np.int64), np.ones(mod.p, np.uint8), V)
+    XV = spmm_all(mod.X, mod.p, V)
     data = mod.X[2]
     denom = mod.row_sums
     if data.size and data.min() < 0:

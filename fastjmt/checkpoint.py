@@ -19,14 +19,11 @@ import tempfile
 
 import numpy as np
 
-from .objective import MODALITIES, Factors
+from .errors import CheckpointError
+from .problem import MODALITIES, Factors
 
 FORMAT_VERSION = 2
 _FIELDS = ("Z", "C", "Zf", "Cf", "S", "b", "c")
-
-
-class CheckpointError(ValueError):
-    """A checkpoint cannot be used: unreadable, another format, or made for other data or options."""
 
 
 def _pack_params(params: dict, prefix: str, out: dict):

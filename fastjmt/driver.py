@@ -1,7 +1,8 @@
 """The fitting loop: block schedule, mini-batches, restarts, convergence, RNG and threads.
 
-Plain Python; all arithmetic over cells or features happens in
-:mod:`fastjmt.kernels` through :mod:`fastjmt.objective`.
+Plain Python and no arithmetic of the model: every gradient, coefficient,
+closed form and loss term comes from :mod:`fastjmt.objective`, every product
+of the data from :mod:`fastjmt.products`.
 
 One epoch visits the blocks in this order, each with the others fixed::
 
@@ -43,37 +44,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import kernels as kn
-from .objective import (
-    MODALITIES,
-    TERMS,
-    Batch,
-    SideStats,
-    Factors,
-    entropy_mean,
-    Problem,
-    closed_form_bias,
-    cosine_and_grads,
-    evaluate,
-    feature_coupling,
-    frob,
-    mask_value,
-    matmul,
-    recon_grad,
-    recon_value,
-    side_stats,
-    spmm,
-    spmm_t,
-    total_loss,
-    work_chunks,
-)
+from . import objective as obj
+from .errors import NonFiniteError
+from .objective import TERMS, LogitGrad
+from .problem import MODALITIES, Batch, Factors, Problem
+from .products import matmul, spmm, spmm_t
 from .initialize import initialize
 from .progress import Progress
 
 logger = logging.getLogger("fastjmt")
-
-BLOCKS = ("Z_atac", "S_atac", "Z_rna", "S_rna", "Z_regions", "Z_genes")
-
 
 @dataclass
 class Schedule:
@@ -121,10 +100,6 @@ class RunOutcome:
     change: tuple = ()  # (label share, S change, loss change per epoch) at the last check of the answer
 
 
-class NonFiniteError(FloatingPointError):
-    """A factor became NaN or infinite during a fit."""
-
-
 class _Stepper:
     """Applies one update to a block of parameters (Adam or plain gradient descent)."""
 
@@ -157,31 +132,14 @@ class _Stepper:
         else:
             P[rows] -= (lr * G).astype(P.dtype)
 
-    def logits(self, key: str, Z: np.ndarray, rows: np.ndarray, C: np.ndarray, G: np.ndarray, M=None, extra=None,
-               extra_coef: float = 0.0, mask_cols=None, mask_coef: float = 0.0, ent_coef: float = 0.0) -> np.ndarray:
-        """One fused step on the logit rows ``rows`` of ``Z``; returns their new memberships (kernel ``logit_step_rows``).
-
-        ``G`` is the gradient with respect to ``U = C M`` when ``M`` is given (so the
-        gradient with respect to C is ``G Mᵀ``), else with respect to C itself.
-        """
+    def logits(self, key: str, Z: np.ndarray, rows: np.ndarray, C: np.ndarray, grad: LogitGrad) -> np.ndarray:
+        """One fused step on the logit rows ``rows`` of ``Z`` (memberships ``C``) down the gradient ``grad``;
+        returns their new memberships (:func:`fastjmt.objective.run_logit_kernel`)."""
         self.steps[key] += 1
-        dt = Z.dtype
-        out = np.empty((rows.size, Z.shape[1]), dtype=dt)
-        G = np.ascontiguousarray(G, dtype=dt)
         adam = self.s.optimizer == "adam"
         Mom, Var = self.state[key] if adam else (Z, Z)
-        kn.logit_step_rows(
-            G, np.ascontiguousarray(M if M is not None else _NO_MATRIX, dtype=dt), M is not None,
-            G if extra is None else np.ascontiguousarray(extra, dtype=dt), float(extra_coef),
-            np.ascontiguousarray(C, dtype=dt), _NO_COLUMNS if mask_cols is None else mask_cols, float(mask_coef),
-            float(ent_coef), Z, Mom, Var, rows, self.lr, self.s.beta1, self.s.beta2, self.s.eps,
-            self.steps[key], adam, out)
-        return out
-
-
-#: placeholders for the optional arguments of ``logit_step_rows``
-_NO_MATRIX = np.zeros((1, 1))
-_NO_COLUMNS = np.zeros(0, dtype=np.int64)
+        return obj.run_logit_kernel(grad, C, Z, Mom, Var, rows, obj.ADAM if adam else obj.GD, self.lr,
+                                    self.s.beta1, self.s.beta2, self.s.eps, self.steps[key])
 
 
 def _check_finite(arr: np.ndarray, block: str, it: int):
@@ -211,21 +169,12 @@ def _draw_batch(n: int, p: int, frac_cells: float, frac_feat: float, rng: np.ran
 
 
 class _Epoch:
-    """State shared by the block steps of one epoch for one modality."""
+    """One modality's batch in one epoch, what the objective says about it, and side stats to reuse."""
 
     def __init__(self, problem: Problem, name: str, f: Factors, batch: Batch):
-        mod = problem.modality(name)
-        self.mod, self.f, self.batch = mod, f, batch
+        self.mod, self.f, self.batch = problem.modality(name), f, batch
         self.I, self.J = batch.rows, batch.cols
-        if batch.full:
-            self.row_sums, self.col_sums, self.sq_norm = mod.row_sums, mod.col_sums, mod.sq_norm
-        else:
-            rs, rq = np.empty(self.I.size), np.empty(self.I.size)
-            kn.masked_row_sums(*mod.X, self.I, batch.col_mask, rs, rq, work_chunks())
-            ones = np.ones((self.I.size, 1))
-            cs = spmm_t(mod.X, mod.Xt, self.I, batch.row_mask, self.J, batch.col_mask, ones)[:, 0]
-            self.row_sums, self.col_sums, self.sq_norm = rs, cs, float(rq.sum())
-        self.coef = 2.0 * mod.weight / (self.I.size * self.J.size)
+        self.bs = obj.batch_stats(self.mod, batch)
         #: side_stats(C S, b) over all cells after the cell step's bias refit; still valid at the
         #: feature step (nothing between them changes this modality's C, S or b); full batches only
         self.cell_side = None
@@ -241,60 +190,28 @@ class _Epoch:
             arr[idx] = values
 
 
-def _refit_biases(mod, f: Factors, cells_first: bool, U=None, known: SideStats = None) -> SideStats:
-    """Set both bias vectors of a modality to their closed-form minimisers, one after the other.
-
-    Uses all cells and features even in mini-batch mode: the closed forms need
-    only the precomputed row and column sums of X and K-sized summaries of the
-    factors, no pass over the data.
-
-    ``known`` is the caller's ``side_stats`` of the side the first refit reads
-    (``side_stats(Cf, c)`` when ``cells_first``, else ``side_stats(C S, b)``),
-    when it has them for the current factors. Returns the side stats the second
-    refit read (``side_stats(C S, b)`` with the new ``b``, or ``side_stats(Cf, c)``
-    with the new ``c``): they stay valid after it, since it changes the other side.
-    """
-    U = matmul(f.C, f.S) if U is None else U
-    if cells_first:
-        f.b[:] = closed_form_bias(mod.row_sums, U, side_stats(f.Cf, f.c) if known is None else known, mod.p)
-        last = side_stats(U, f.b)
-        f.c[:] = closed_form_bias(mod.col_sums, f.Cf, last, mod.n)
-    else:
-        f.c[:] = closed_form_bias(mod.col_sums, f.Cf, side_stats(U, f.b) if known is None else known, mod.n)
-        last = side_stats(f.Cf, f.c)
-        f.b[:] = closed_form_bias(mod.row_sums, U, last, mod.p)
-    return last
-
-
 def _cell_and_S_step(problem, name, ep: _Epoch, other_S, step: _Stepper, it: int):
     """Gradient steps on this modality's cell logits and on S, then closed-form biases."""
     f, I, J = ep.f, ep.I, ep.J
     V_J, c_J, b_I = ep.take(f.Cf, J), ep.take(f.c, J), ep.take(f.b, I)
-    sv = side_stats(V_J, c_J)
+    sv = obj.side_stats(V_J, c_J)
     XV = spmm(ep.mod.X, I, ep.batch.col_mask, f.Cf)
-    C_I = ep.take(f.C, I)
 
-    # cell logits: recon gradient through S, mask and entropy terms, softmax, optimiser, new memberships
-    gU = recon_grad(XV, matmul(C_I, f.S), sv, b_I, ep.coef)
-    cols = ep.mod.masked_cols if problem.a5 else None
-    C_I = step.logits("Z_" + name, f.Z, I, C_I, gU, M=f.S, mask_cols=cols, mask_coef=2.0 * problem.a5 / I.size,
-                      ent_coef=problem.a6 / I.size)
+    C_I = ep.take(f.C, I)
+    C_I = step.logits("Z_" + name, f.Z, I, C_I, obj.cell_grad(problem, ep.mod, ep.bs, XV, C_I, f.S, sv, b_I))
     _check_finite(C_I, "Z_" + name, it)
     ep.put(f.C, I, C_I)
 
-    # association matrix
-    gU = recon_grad(XV, matmul(C_I, f.S), sv, b_I, ep.coef)
-    _, g_self, _ = cosine_and_grads(f.S, other_S)
-    gS = kn.cross_gram(C_I, gU) - problem.a3 * g_self
+    gS = obj.association_grad(problem, ep.bs, XV, C_I, f.S, sv, b_I, other_S)
     step("S_" + name, f.S, gS, np.arange(f.S.shape[0], dtype=np.int64))
     _check_finite(f.S, "S_" + name, it)
 
     # in a full batch, sv = side_stats(Cf, c) of the whole modality, which nothing above changed
-    cell_side = _refit_biases(ep.mod, f, cells_first=True, known=sv if ep.batch.full else None)
+    cell_side = obj.refit_biases(ep.mod, f, cells_first=True, known=sv if ep.batch.full else None)
     ep.cell_side = cell_side if ep.batch.full else None
 
 
-def _feature_step(problem, name, ep: _Epoch, g_coupling, step: _Stepper, it: int):
+def _feature_step(problem, name, ep: _Epoch, params: dict, step: _Stepper, it: int):
     """Gradient step on this modality's feature logits, then closed-form biases.
 
     Returns the weighted reconstruction term at the new point (full batches) or None.
@@ -303,20 +220,17 @@ def _feature_step(problem, name, ep: _Epoch, g_coupling, step: _Stepper, it: int
     C_I, b_I, c_J = ep.take(f.C, I), ep.take(f.b, I), ep.take(f.c, J)
     U_I = matmul(C_I, f.S)
     XtU = spmm_t(ep.mod.X, ep.mod.Xt, I, ep.batch.row_mask, J, ep.batch.col_mask, U_I)
-    su = side_stats(U_I, b_I) if ep.cell_side is None else ep.cell_side
+    su = obj.side_stats(U_I, b_I) if ep.cell_side is None else ep.cell_side
     V_J = ep.take(f.Cf, J)
-    gV = recon_grad(XtU, V_J, su, c_J, ep.coef)
-    V_J = step.logits("Zf_" + name, f.Zf, J, V_J, gV, extra=ep.take(g_coupling, J), extra_coef=-problem.a4)
+    V_J = step.logits("Zf_" + name, f.Zf, J, V_J, obj.feature_grad(problem, name, params, ep.bs, XtU, V_J, su, c_J))
     _check_finite(V_J, "Zf_" + name, it)
     ep.put(f.Cf, J, V_J)
 
     if not ep.batch.full:
-        _refit_biases(ep.mod, f, cells_first=False)
+        obj.refit_biases(ep.mod, f, cells_first=False)
         return None
-    sv = _refit_biases(ep.mod, f, cells_first=False, U=U_I, known=su)  # side_stats(Cf, c) at the new point
-    bil = frob(V_J, XtU)
-    su = side_stats(U_I, f.b)
-    return ep.mod.weight * recon_value(ep.sq_norm, bil, ep.row_sums, ep.col_sums, U_I, su, V_J, sv, f.b, f.c)
+    sv = obj.refit_biases(ep.mod, f, cells_first=False, U=U_I, known=su)  # side_stats(Cf, c) at the new point
+    return obj.recon_term(ep.mod, ep.bs, obj.frob(V_J, XtU), U_I, obj.side_stats(U_I, f.b), V_J, sv, f.b, f.c)
 
 
 def _epoch(problem: Problem, params: dict, sched: Schedule, step: _Stepper, rng, it: int) -> dict:
@@ -327,22 +241,11 @@ def _epoch(problem: Problem, params: dict, sched: Schedule, step: _Stepper, rng,
                            _draw_batch(mod.n, mod.p, sched.batch_cells, sched.batch_features, rng))
     for name, other in (("atac", "rna"), ("rna", "atac")):
         _cell_and_S_step(problem, name, eps[name], params[other].S, step, it)
-    recon = {}
-    _, _, g_regions = feature_coupling(problem, params["rna"].Cf, params["atac"].Cf)
-    recon["atac"] = _feature_step(problem, "atac", eps["atac"], g_regions, step, it)
-    _, g_genes, _ = feature_coupling(problem, params["rna"].Cf, params["atac"].Cf)
-    recon["rna"] = _feature_step(problem, "rna", eps["rna"], g_genes, step, it)
-
+    recon = {name: _feature_step(problem, name, eps[name], params, step, it) for name in MODALITIES}
     if recon["atac"] is None or recon["rna"] is None:
-        terms, _ = evaluate(problem, params, with_grad=False)
+        terms, _ = obj.evaluate(problem, params, with_grad=False)
         return terms
-    terms = {"recon_atac": recon["atac"], "recon_rna": recon["rna"]}
-    terms["cos_S"], _, _ = cosine_and_grads(params["atac"].S, params["rna"].S)
-    terms["cos_features"], _, _ = feature_coupling(problem, params["rna"].Cf, params["atac"].Cf)
-    terms["mask"] = sum(mask_value(params[m].C, problem.modality(m).masked_cols) for m in MODALITIES)
-    terms["entropy"] = sum(entropy_mean(params[m].C) for m in MODALITIES)
-    terms["total"] = total_loss(terms, problem)
-    return terms
+    return obj.complete_terms(problem, params, recon)
 
 
 class Snapshot:
@@ -417,7 +320,7 @@ def start_run(problem: Problem, sched: Schedule, n_shared: int, n_rna_only: int,
     t0 = time.perf_counter()
     rng = np.random.default_rng(seed)
     params = initialize(problem, n_shared, n_rna_only, n_atac_only, sched.init, rng, sched.init_scale)
-    terms, _ = evaluate(problem, params, with_grad=False)
+    terms, _ = obj.evaluate(problem, params, with_grad=False)
     state = RunState(seed, params, _Stepper(sched, params), rng, [[terms[t] for t in TERMS] + [terms["total"]]],
                      prev=terms["total"])
     if sched.stop == "answer":

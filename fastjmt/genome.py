@@ -37,6 +37,8 @@ from typing import Optional
 import numpy as np
 import scipy.sparse as sp
 
+from .errors import LinkCoverageWarning
+
 _REGION_RE = re.compile(r"^(?P<chrom>.+?)[:_-](?P<start>\d+)[-_](?P<end>\d+)$")
 
 
@@ -207,10 +209,6 @@ def link_coverage(matrix) -> LinkCoverage:
     rows = np.unique(np.repeat(np.arange(M.shape[0]), np.diff(M.indptr))[nz])
     cols = np.unique(M.indices[nz])
     return LinkCoverage(int(M.shape[0]), int(M.shape[1]), int(rows.size), int(cols.size))
-
-
-class LinkCoverageWarning(UserWarning):
-    """Few RNA genes or ATAC regions have a gene activity link: the modalities are barely bridged."""
 
 
 def _examples(names, n: int = 3) -> str:

@@ -26,9 +26,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import kernels as kn
-from .objective import (MODALITIES, Factors, Problem, closed_form_bias, matmul, side_stats, softmax, spmm,
-                        spmm_t, spmm_t_full)
+from .objective import closed_form_bias, side_stats
+from .problem import MODALITIES, Factors, Problem, softmax
+from .products import gram, matmul, spmm, spmm_t, spmm_t_full
 
 
 # --------------------------------------------------------------------------- products in the data's dtype
@@ -238,11 +238,11 @@ def fit_S_and_biases(mod, f: Factors, ridge=1e-6):
     """Least-squares ``S``, then closed-form biases, then ``S`` again given the biases (in place)."""
     n, p = mod.n, mod.p
     rows, mask = np.arange(n, dtype=np.int64), np.ones(p, np.uint8)
-    XV = spmm(mod.X, rows, mask, f.Cf)  # cross_gram accumulates in float64
-    CtC = kn.cross_gram(f.C, f.C)
-    VtV = kn.cross_gram(f.Cf, f.Cf)
+    XV = spmm(mod.X, rows, mask, f.Cf)  # gram accumulates in float64
+    CtC = gram(f.C, f.C)
+    VtV = gram(f.Cf, f.Cf)
     K = CtC.shape[0]
-    CtXV = kn.cross_gram(f.C, XV)
+    CtXV = gram(f.C, XV)
     lam_c = ridge * max(np.trace(CtC), 1.0)
     lam_v = ridge * max(np.trace(VtV), 1.0)
     Ci = np.linalg.inv(CtC + lam_c * np.eye(K))

@@ -101,7 +101,8 @@ def select_k(rna, atac, gene_activity, k_values: Sequence[int], n_rna_only: int 
     >>> sel = fastjmt.select_k(rna, atac, ga, k_values=[4, 6, 8, 10, 12])  # doctest: +SKIP
     >>> print(sel.table()); res = fastjmt.fit(rna, atac, ga, n_shared=sel.best_k)  # doctest: +SKIP
     """
-    from .api import ConvergenceWarning, fit
+    from .api import fit
+    from .errors import ConvergenceWarning
     from .validation import check_count, check_fraction, check_inputs, check_positive
 
     n_seeds = check_count(n_seeds, "n_seeds", 2)

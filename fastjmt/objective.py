@@ -1,4 +1,8 @@
-"""The scJMT objective in factored form (DESIGN.md §1–§2) and its hand-derived gradients.
+"""The scJMT objective in factored form (docs/model.md) and its hand-derived gradients.
+
+This module is the only place that knows the loss and the gradient of every
+block: the fit's steps (:mod:`fastjmt.driver`) and :func:`evaluate` (what the
+gradient tests check) call the same per-block functions below.
 
 Terms (minimised)::
 
@@ -14,214 +18,40 @@ only ``Σ_{nnz} X_ij ⟨U_i, V_j⟩`` touches the data; everything else is a K �
 product. No function here allocates an array with one axis over cells and the
 other over features.
 
-Everything here works on a *batch*: the rows (cells) ``I`` and columns
-(features) ``J`` of one modality; with full batches, ``I`` and ``J`` are all.
+Every block function works on a *batch*: the rows (cells) ``I`` and columns
+(features) ``J`` of one modality (:class:`BatchStats`); with full batches, ``I``
+and ``J`` are all. The coefficients are chosen so that, over random batches,
+each term's expected gradient on a block equals its full-batch gradient
+(the step only touches the rows and columns in the batch; see
+:func:`batch_stats`).
+
+Per block (one modality's cells, its association S, its features)::
+
+    cell_grad         → LogitGrad: dL/dU_I (then · Sᵀ), mask and entropy coefficients
+    association_grad  → dL/dS
+    feature_grad      → LogitGrad: dL/dV_J, the feature coupling and its coefficient
+    refit_biases      → the closed-form minimisers of b and c
+
+A :class:`LogitGrad` is the gradient with respect to the memberships in pieces,
+as the fused kernel ``kernels.logit_step_rows`` takes them (it adds the pieces,
+goes back through the softmax and steps, in one pass over the rows);
+:func:`logit_gradient` runs the same kernel in its gradient-only mode.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-import numba
 import numpy as np
 
 from . import kernels as kn
+from .problem import MODALITIES, Batch, Factors, Modality, Problem
+from .products import frob, gram, masked_row_sums, matmul, spmm, spmm_all, spmm_t, spmm_t_full
 
-MODALITIES = ("atac", "rna")
 TERMS = ("recon_atac", "recon_rna", "cos_S", "cos_features", "mask", "entropy")
 
 
-@dataclass
-class Modality:
-    """One modality's data as raw CSR arrays (rows = cells) and the CSR of its transpose.
-
-    Attributes
-    ----------
-    X, Xt : tuple of ndarray
-        ``(indptr, indices, data)`` of the cells × features matrix and of its
-        transpose; ``Xt`` is None in ``low_memory`` mode (products with ``Xᵀ``
-        then scatter from ``X``).
-    row_sums, col_sums : ndarray of float64
-        ``X 1`` and ``Xᵀ 1``.
-    sq_norm : float
-        ``|X|²``.
-    weight : float
-        The term weight (a1 for ATAC, a2 for RNA).
-    masked_cols : ndarray of int64
-        Columns of K this modality's cells must stay out of (the other one's specific clusters).
-    """
-
-    X: tuple
-    Xt: object  # tuple or None
-    n: int
-    p: int
-    row_sums: np.ndarray
-    col_sums: np.ndarray
-    sq_norm: float
-    weight: float
-    masked_cols: np.ndarray
-
-
-@dataclass
-class Problem:
-    """Everything fixed during a fit: both modalities, the gene activity matrix, the weights."""
-
-    atac: Modality
-    rna: Modality
-    A: tuple  # CSR arrays of gene activity (genes × regions)
-    At: tuple  # CSR arrays of its transpose (regions × genes)
-    n_genes: int
-    n_regions: int
-    K: int
-    a3: float
-    a4: float
-    a5: float
-    a6: float
-    dtype: np.dtype
-
-    def modality(self, name: str) -> Modality:
-        return self.atac if name == "atac" else self.rna
-
-
-@dataclass
-class Factors:
-    """One modality's parameters: cell logits/memberships, feature logits/memberships, S, biases."""
-
-    Z: np.ndarray  # cells × K logits
-    C: np.ndarray  # cells × K, softmax(Z)
-    Zf: np.ndarray  # features × K logits
-    Cf: np.ndarray  # features × K, softmax(Zf)
-    S: np.ndarray  # K × K
-    b: np.ndarray  # cells
-    c: np.ndarray  # features
-
-    def copy(self) -> "Factors":
-        return Factors(*(np.array(a, copy=True) for a in (self.Z, self.C, self.Zf, self.Cf, self.S, self.b, self.c)))
-
-
-@dataclass
-class Batch:
-    """Rows and columns of one modality that a step looks at."""
-
-    rows: np.ndarray  # int64 cell indices
-    cols: np.ndarray  # int64 feature indices
-    row_mask: np.ndarray  # uint8 per cell
-    col_mask: np.ndarray  # uint8 per feature
-    full: bool = field(default=False)
-
-    @classmethod
-    def whole(cls, n: int, p: int) -> "Batch":
-        return cls(
-            np.arange(n, dtype=np.int64),
-            np.arange(p, dtype=np.int64),
-            np.ones(n, dtype=np.uint8),
-            np.ones(p, dtype=np.uint8),
-            True,
-        )
-
-
-# --------------------------------------------------------------------------- helpers
-
-
-def softmax(Z: np.ndarray) -> np.ndarray:
-    """Row-wise softmax of ``Z`` (a new array)."""
-    # NumPy, not kernels.softmax_rows: it runs once per fit (the start), and a fit
-    # then needs one kernel fewer compiled (the steps use kernels.logit_step_rows)
-    E = np.exp(Z - Z.max(axis=1, keepdims=True))
-    E /= E.sum(axis=1, keepdims=True)
-    return E.astype(Z.dtype, copy=False)
-
-
-def matmul(A: np.ndarray, M: np.ndarray) -> np.ndarray:
-    """``A @ M`` for tall ``A`` and small ``M``, in ``A``'s dtype."""
-    # a tall-skinny times K × K product is BLAS's job (one BLAS thread inside a fit, see
-    # _threads.fit_threads); a Numba kernel for it would only add compile time
-    return np.dot(A, np.ascontiguousarray(M, dtype=A.dtype))
-
-
-def frob(A: np.ndarray, B: np.ndarray) -> float:
-    """``⟨A, B⟩ = tr(AᵀB)`` in float64, through ``kernels.cross_gram``.
-
-    K times the flops of a plain dot product, but the fit already compiles
-    ``cross_gram`` (Gram matrices) and this keeps a first fit from compiling one
-    more parallel kernel; the K × K product is cheap next to a sparse product.
-    """
-    return float(np.trace(kn.cross_gram(np.ascontiguousarray(A), np.ascontiguousarray(B))))
-
-
-def work_chunks() -> int:
-    """How many nonzero-balanced chunks a sparse kernel splits its rows into: four per thread."""
-    return 4 * numba.get_num_threads()
-
-
-#: bytes of dense rows one column block of a sparse product may touch: an eighth of the 2 MiB L2 cache
-#: of the development machine's cores, which leaves room for the rows being written and the streamed data.
-BLOCK_BYTES = 256 * 1024
-
-
-def column_block(indptr: np.ndarray, p: int, K: int, itemsize: int) -> int:
-    """Columns per cache block of the sparse products (``block_cols`` of :func:`kernels.spmm_rows`).
-
-    A block's rows of the dense factor (K values each) take at most
-    :data:`BLOCK_BYTES`, so the rows that the sweep over a block reads or
-    scatters into stay in the core's cache instead of coming from L3 or memory
-    at random. Every row is swept once per block, so the blocks are never more
-    than one per 8 nonzeros of an average row (very sparse rows would pay more
-    for the sweeps than they save).
-    """
-    cols = max(1, BLOCK_BYTES // max(1, K * itemsize))
-    n_rows = indptr.shape[0] - 1
-    nnz_per_row = (int(indptr[-1]) - int(indptr[0])) / max(n_rows, 1)
-    max_blocks = max(1, int(nnz_per_row // 8))
-    return max(cols, -(-p // max_blocks), 1)
-
-
-#: the sparse products' ``col_mask`` for "every column": no mask load or branch per nonzero.
-_EVERY_COLUMN = np.zeros(0, dtype=np.uint8)
-
-
-def kernel_mask(col_mask: np.ndarray) -> np.ndarray:
-    """``col_mask`` as the sparse products take it: empty when it keeps every column (a full batch)."""
-    return _EVERY_COLUMN if col_mask.all() else col_mask
-
-
-def spmm(csr: tuple, rows: np.ndarray, col_mask: np.ndarray, B: np.ndarray) -> np.ndarray:
-    """``X[rows][:, col_mask] @ B[col_mask]`` from CSR arrays (column indices sorted within rows)."""
-    out = np.empty((rows.shape[0], B.shape[1]), dtype=B.dtype)
-    block = column_block(csr[0], B.shape[0], B.shape[1], B.dtype.itemsize)
-    kn.spmm_rows(csr[0], csr[1], csr[2], rows, kernel_mask(col_mask), B, out, work_chunks(), block)
-    return out
-
-
-def spmm_t(X: tuple, Xt, rows: np.ndarray, row_mask: np.ndarray, cols: np.ndarray, col_mask: np.ndarray,
-           U: np.ndarray) -> np.ndarray:
-    """``X[rows][:, cols]ᵀ @ U`` (``U`` has one row per entry of ``rows``), shape (len(cols), K).
-
-    With the CSR of ``Xᵀ`` (``Xt``) this is a row-parallel gather (fast); with
-    ``Xt=None`` (``low_memory``) it scatters from the CSR of ``X`` into one
-    features × K buffer per thread, and no transposed copy of the data exists.
-    """
-    n = X[0].shape[0] - 1
-    if Xt is not None:
-        if rows.shape[0] == n:
-            U_full = U
-        else:
-            U_full = np.zeros((n, U.shape[1]), dtype=U.dtype)
-            U_full[rows] = U
-        return spmm(Xt, cols, row_mask, U_full)
-    p = col_mask.shape[0]
-    out = np.empty((p, U.shape[1]), dtype=U.dtype)
-    block = column_block(X[0], p, U.shape[1], U.dtype.itemsize)
-    kn.spmm_t_rows(X[0], X[1], X[2], rows, kernel_mask(col_mask), np.ascontiguousarray(U), out,
-                   numba.get_num_threads(), block)
-    return out if cols.shape[0] == p else np.ascontiguousarray(out[cols])
-
-
-def spmm_t_full(X: tuple, Xt, p: int, U: np.ndarray) -> np.ndarray:
-    """``Xᵀ U`` over all rows and columns (see :func:`spmm_t`)."""
-    n = X[0].shape[0] - 1
-    return spmm_t(X, Xt, np.arange(n, dtype=np.int64), np.ones(n, np.uint8), np.arange(p, dtype=np.int64),
-                  np.ones(p, np.uint8), U)
+# --------------------------------------------------------------------------- reconstruction
 
 
 @dataclass
@@ -237,13 +67,13 @@ class SideStats:
 
 def side_stats(M: np.ndarray, bias: np.ndarray) -> SideStats:
     """Summaries of a tall factor ``M`` and the bias vector on the same axis."""
-    W = np.empty((M.shape[0], 2), dtype=M.dtype)  # [1, bias]: Mᵀ1 and Mᵀbias from one cross_gram
+    W = np.empty((M.shape[0], 2), dtype=M.dtype)  # [1, bias]: Mᵀ1 and Mᵀbias from one Gram product
     W[:, 0] = 1
     W[:, 1] = bias
     M = np.ascontiguousarray(M)
-    MtW = kn.cross_gram(M, W)
+    MtW = gram(M, W)
     return SideStats(
-        kn.cross_gram(M, M),
+        gram(M, M),
         np.ascontiguousarray(MtW[:, 0]),
         np.ascontiguousarray(MtW[:, 1]),
         float(np.sum(bias, dtype=np.float64)),
@@ -252,7 +82,7 @@ def side_stats(M: np.ndarray, bias: np.ndarray) -> SideStats:
 
 
 def recon_value(sq_norm, bilinear, row_sums, col_sums, U, su: SideStats, V, sv: SideStats, b, c) -> float:
-    """``|X − U Vᵀ − b 1ᵀ − 1 cᵀ|² / (n p)`` from the factored expansion (DESIGN.md §2)."""
+    """``|X − U Vᵀ − b 1ᵀ − 1 cᵀ|² / (n p)`` from the factored expansion (docs/model.md)."""
     n, p = U.shape[0], V.shape[0]
     val = (
         sq_norm
@@ -267,6 +97,15 @@ def recon_value(sq_norm, bilinear, row_sums, col_sums, U, su: SideStats, V, sv: 
         + 2.0 * su.bias_sum * sv.bias_sum
     )
     return max(val, 0.0) / (n * p)
+
+
+def recon_term(mod: Modality, bs: "BatchStats", bilinear: float, U, su: SideStats, V, sv: SideStats, b, c) -> float:
+    """The weighted reconstruction term ``w · |X − U Vᵀ − b1ᵀ − 1cᵀ|² / (n p)`` of one modality.
+
+    ``bilinear = ⟨U, X V⟩ = ⟨V, Xᵀ U⟩``, the data's only contribution, read off
+    whichever product the caller has just made.
+    """
+    return mod.weight * recon_value(bs.sq_norm, bilinear, bs.row_sums, bs.col_sums, U, su, V, sv, b, c)
 
 
 def recon_grad(XB: np.ndarray, M: np.ndarray, other: SideStats, bias: np.ndarray, coef: float) -> np.ndarray:
@@ -294,6 +133,34 @@ def closed_form_bias(x_sums: np.ndarray, M: np.ndarray, other: SideStats, n_othe
     return ((x_sums - Mv - other.bias_sum) / n_other).astype(M.dtype)
 
 
+def refit_biases(mod: Modality, f: Factors, cells_first: bool, U=None, known: SideStats = None) -> SideStats:
+    """Set both bias vectors of a modality to their closed-form minimisers, one after the other (in place).
+
+    Uses all cells and features even in mini-batch mode: the closed forms need
+    only the precomputed row and column sums of X and K-sized summaries of the
+    factors, no pass over the data.
+
+    ``known`` is the caller's ``side_stats`` of the side the first refit reads
+    (``side_stats(Cf, c)`` when ``cells_first``, else ``side_stats(C S, b)``),
+    when it has them for the current factors. Returns the side stats the second
+    refit read (``side_stats(C S, b)`` with the new ``b``, or ``side_stats(Cf, c)``
+    with the new ``c``): they stay valid after it, since it changes the other side.
+    """
+    U = matmul(f.C, f.S) if U is None else U
+    if cells_first:
+        f.b[:] = closed_form_bias(mod.row_sums, U, side_stats(f.Cf, f.c) if known is None else known, mod.p)
+        last = side_stats(U, f.b)
+        f.c[:] = closed_form_bias(mod.col_sums, f.Cf, last, mod.n)
+    else:
+        f.c[:] = closed_form_bias(mod.col_sums, f.Cf, side_stats(U, f.b) if known is None else known, mod.n)
+        last = side_stats(f.Cf, f.c)
+        f.b[:] = closed_form_bias(mod.row_sums, U, last, mod.p)
+    return last
+
+
+# --------------------------------------------------------------------------- couplings and penalties
+
+
 def cosine_and_grads(X: np.ndarray, Y: np.ndarray):
     """``cos(X, Y)`` and its gradients with respect to ``X`` and ``Y``.
 
@@ -317,6 +184,17 @@ def cosine_and_grads(X: np.ndarray, Y: np.ndarray):
     return cos, gx, gy
 
 
+def feature_coupling(problem: Problem, C_genes: np.ndarray, C_regions: np.ndarray):
+    """``cos(C_genes, A C_regions)`` and its gradients with respect to C_genes and C_regions.
+
+    The gradient reaches C_regions through ``Aᵀ``: ``d/dC_regions = Aᵀ (d cos / dP)``.
+    """
+    P = spmm_all(problem.A, problem.n_regions, C_regions)
+    cos, g_genes, g_P = cosine_and_grads(C_genes, P)
+    g_regions = spmm_t_full(problem.A, problem.At, problem.n_regions, g_P)
+    return cos, g_genes, g_regions
+
+
 def mask_value(C: np.ndarray, cols: np.ndarray) -> float:
     """``|C[:, cols]|² / n`` (0 when no column is masked)."""
     if cols.size == 0 or C.shape[0] == 0:
@@ -337,33 +215,6 @@ def entropy_mean(C: np.ndarray) -> float:
     return total / C.shape[0]
 
 
-def add_cell_penalty_grads(gC: np.ndarray, C: np.ndarray, masked_cols: np.ndarray, a5: float, a6: float):
-    """Add the gradients of the mask term and of the entropy term (per-cell means) to ``gC`` in place.
-
-    ``d/dC (a5 |C[:, cols]|² / n) = 2 a5 C[:, cols] / n``;
-    ``d/dC (a6 H(C) / n) = −a6 (log C + 1) / n``.
-    """
-    n = C.shape[0]
-    if masked_cols.size and a5:
-        kn.add_masked_columns(gC, C, masked_cols, 2.0 * a5 / n)
-    if a6:
-        kn.add_entropy_grad(gC, C, a6 / n)
-
-
-def feature_coupling(problem: Problem, C_genes: np.ndarray, C_regions: np.ndarray):
-    """``cos(C_genes, A C_regions)`` and its gradients with respect to C_genes and C_regions.
-
-    The gradient reaches C_regions through ``Aᵀ``: ``d/dC_regions = Aᵀ (d cos / dP)``.
-    """
-    P = spmm(problem.A, np.arange(problem.n_genes, dtype=np.int64), np.ones(problem.n_regions, np.uint8), C_regions)
-    cos, g_genes, g_P = cosine_and_grads(C_genes, P)
-    g_regions = spmm_t_full(problem.A, problem.At, problem.n_regions, g_P)
-    return cos, g_genes, g_regions
-
-
-# --------------------------------------------------------------------------- whole objective
-
-
 def total_loss(terms: dict, problem: Problem) -> float:
     """Weighted sum of the term values in ``terms`` (reconstruction terms already weighted)."""
     return (
@@ -376,8 +227,153 @@ def total_loss(terms: dict, problem: Problem) -> float:
     )
 
 
+def complete_terms(problem: Problem, params: dict, recon: dict) -> dict:
+    """Every term and the total, from the two weighted reconstruction terms ``recon`` (by modality)."""
+    terms = {"recon_atac": recon["atac"], "recon_rna": recon["rna"]}
+    terms["cos_S"], _, _ = cosine_and_grads(params["atac"].S, params["rna"].S)
+    terms["cos_features"], _, _ = feature_coupling(problem, params["rna"].Cf, params["atac"].Cf)
+    terms["mask"] = sum(mask_value(params[m].C, problem.modality(m).masked_cols) for m in MODALITIES)
+    terms["entropy"] = sum(entropy_mean(params[m].C) for m in MODALITIES)
+    terms["total"] = total_loss(terms, problem)
+    return terms
+
+
+# --------------------------------------------------------------------------- per-block gradients
+
+
+@dataclass
+class BatchStats:
+    """One modality's data seen through a batch: sums over its rows ``I`` and columns ``J``, and the scales.
+
+    ``coef = 2 w / (|I| |J|)`` is the reconstruction gradient's coefficient. A
+    full gradient has ``2 w / (n p)`` and sums over all cells and features; the
+    batch sums over ``I × J`` only, and the step touches a cell (feature) only
+    when it is in the batch, with probability ``|I| / n`` (``|J| / p``), so the
+    expected update of every block equals the full gradient. The per-cell mask
+    and entropy terms are means over the batch's cells (``/ |I|`` for ``/ n``),
+    and the feature coupling, a sum over all features, is scaled by
+    ``feature_scale = p / |J|`` (1 for a full batch).
+    """
+
+    rows: np.ndarray
+    cols: np.ndarray
+    row_sums: np.ndarray
+    col_sums: np.ndarray
+    sq_norm: float
+    coef: float
+    feature_scale: float
+
+
+def batch_stats(mod: Modality, batch: Batch) -> BatchStats:
+    """:class:`BatchStats` of one modality for ``batch`` (one pass over the batch's nonzeros unless full)."""
+    I, J = batch.rows, batch.cols
+    if batch.full:
+        row_sums, col_sums, sq_norm = mod.row_sums, mod.col_sums, mod.sq_norm
+    else:
+        row_sums, rq = masked_row_sums(mod.X, I, batch.col_mask)
+        col_sums = spmm_t(mod.X, mod.Xt, I, batch.row_mask, J, batch.col_mask, np.ones((I.size, 1)))[:, 0]
+        sq_norm = float(rq.sum())
+    return BatchStats(I, J, row_sums, col_sums, sq_norm, 2.0 * mod.weight / (I.size * J.size), mod.p / J.size)
+
+
+@dataclass
+class LogitGrad:
+    """The gradient of ``L`` with respect to a batch's memberships ``C`` (rows × K), in pieces::
+
+        dL/dC = G Mᵀ (or G when M is None) + extra_coef · extra
+                + mask_coef · C on the columns mask_cols − ent_coef · (log C + 1)
+
+    as :func:`kernels.logit_step_rows` adds them before the softmax's backward pass.
+    """
+
+    G: np.ndarray
+    M: object = None  # K × K or None
+    extra: object = None  # rows × K or None
+    extra_coef: float = 0.0
+    mask_cols: object = None  # int64 columns or None
+    mask_coef: float = 0.0
+    ent_coef: float = 0.0
+
+
+def cell_grad(problem: Problem, mod: Modality, bs: BatchStats, XV: np.ndarray, C_I: np.ndarray, S: np.ndarray,
+              sv: SideStats, b_I: np.ndarray) -> LogitGrad:
+    """The gradient on the batch's cell memberships ``C_I``: reconstruction through S, mask, entropy.
+
+    ``XV = X[I][:, J] V_J``, ``sv = side_stats(V_J, c_J)``.
+    ``d/dC (a5 |C[:, cols]|² / n) = 2 a5 C[:, cols] / n``, ``d/dC (a6 H(C) / n) = −a6 (log C + 1) / n``
+    (means over the batch's cells: ``/ |I|`` in place of ``/ n``).
+    """
+    n = bs.rows.size
+    gU = recon_grad(XV, matmul(C_I, S), sv, b_I, bs.coef)
+    return LogitGrad(gU, M=S, mask_cols=mod.masked_cols if problem.a5 else None,
+                     mask_coef=2.0 * problem.a5 / n, ent_coef=problem.a6 / n)
+
+
+def association_grad(problem: Problem, bs: BatchStats, XV: np.ndarray, C_I: np.ndarray, S: np.ndarray,
+                     sv: SideStats, b_I: np.ndarray, other_S: np.ndarray) -> np.ndarray:
+    """``dL/dS`` of one modality (float64, K × K): ``C_Iᵀ dL/dU_I − a3 d cos(S, S_other)/dS``."""
+    gU = recon_grad(XV, matmul(C_I, S), sv, b_I, bs.coef)
+    _, g_self, _ = cosine_and_grads(S, other_S)
+    return gram(C_I, gU) - problem.a3 * g_self
+
+
+def feature_grad(problem: Problem, name: str, params: dict, bs: BatchStats, XtU: np.ndarray, V_J: np.ndarray,
+                 su: SideStats, c_J: np.ndarray) -> LogitGrad:
+    """The gradient on the batch's feature memberships ``V_J`` of modality ``name``: reconstruction and coupling.
+
+    ``XtU = X[I][:, J]ᵀ U_I``, ``su = side_stats(U_I, b_I)``. The feature coupling
+    ``−a4 cos(C_genes, A C_regions)`` is computed at the current ``params`` over
+    all features and taken on ``J`` (times ``feature_scale`` in a batch).
+    """
+    _, g_genes, g_regions = feature_coupling(problem, params["rna"].Cf, params["atac"].Cf)
+    g = g_regions if name == "atac" else g_genes
+    g = g if g.shape[0] == bs.cols.shape[0] else np.ascontiguousarray(g[bs.cols])
+    gV = recon_grad(XtU, V_J, su, c_J, bs.coef)
+    return LogitGrad(gV, extra=g, extra_coef=-problem.a4 * bs.feature_scale)
+
+
+#: placeholders for the optional arguments of ``logit_step_rows``
+_NO_MATRIX = np.zeros((1, 1))
+_NO_COLUMNS = np.zeros(0, dtype=np.int64)
+
+#: ``mode`` of ``kernels.logit_step_rows``
+GD, ADAM, GRADIENT = 0, 1, 2
+
+
+def run_logit_kernel(g: LogitGrad, C: np.ndarray, Z: np.ndarray, Mom: np.ndarray, Var: np.ndarray,
+                     rows: np.ndarray, mode: int, lr: float = 0.0, beta1: float = 0.9, beta2: float = 0.999,
+                     eps: float = 1e-8, step: int = 1) -> np.ndarray:
+    """Run ``kernels.logit_step_rows`` on the pieces of ``g`` (see :class:`LogitGrad`); returns its ``out``.
+
+    ``mode``: :data:`GD` or :data:`ADAM` step the logit rows ``Z[rows]`` in place and return the new
+    memberships; :data:`GRADIENT` returns ``dL/dZ`` of the rows and changes nothing.
+    """
+    dt = Z.dtype
+    out = np.empty((rows.size, Z.shape[1]), dtype=dt)
+    G = np.ascontiguousarray(g.G, dtype=dt)
+    kn.logit_step_rows(
+        G, np.ascontiguousarray(g.M if g.M is not None else _NO_MATRIX, dtype=dt), g.M is not None,
+        G if g.extra is None else np.ascontiguousarray(g.extra, dtype=dt), float(g.extra_coef),
+        np.ascontiguousarray(C, dtype=dt), _NO_COLUMNS if g.mask_cols is None else g.mask_cols, float(g.mask_coef),
+        float(g.ent_coef), Z, Mom, Var, rows, lr, beta1, beta2, eps, step, mode, out)
+    return out
+
+
+def logit_gradient(g: LogitGrad, C: np.ndarray, Z: np.ndarray) -> np.ndarray:
+    """``dL/dZ`` for all rows of ``Z`` (``C = softmax(Z)``) from the pieces ``g``, by the fit's own kernel."""
+    rows = np.arange(Z.shape[0], dtype=np.int64)
+    return run_logit_kernel(g, C, Z, Z, Z, rows, GRADIENT)
+
+
+# --------------------------------------------------------------------------- whole objective
+
+
 def evaluate(problem: Problem, params: dict, with_grad: bool = True):
     """Every term of the objective on full batches and, if asked, the gradient of ``L`` for every block.
+
+    The gradients come from the per-block functions the fit's steps call
+    (:func:`cell_grad`, :func:`association_grad`, :func:`feature_grad`) and the
+    fit's fused kernel (:func:`logit_gradient`).
 
     Returns
     -------
@@ -388,48 +384,20 @@ def evaluate(problem: Problem, params: dict, with_grad: bool = True):
         ``Z_atac, Z_rna, Z_regions, Z_genes`` (with respect to the logits),
         ``S_atac, S_rna``.
     """
-    terms = {}
-    gC, gCf, gS = {}, {}, {}
-    for name in MODALITIES:
-        mod = problem.modality(name)
-        f = params[name]
-        batch = Batch.whole(mod.n, mod.p)
+    recon, grads = {}, {}
+    for name, other in (("atac", "rna"), ("rna", "atac")):
+        mod, f = problem.modality(name), params[name]
+        bs = batch_stats(mod, Batch.whole(mod.n, mod.p))
         U = matmul(f.C, f.S)
         su, sv = side_stats(U, f.b), side_stats(f.Cf, f.c)
-        XV = spmm(mod.X, batch.rows, batch.col_mask, f.Cf)
-        bil = frob(U, XV)
-        terms["recon_" + name] = mod.weight * recon_value(
-            mod.sq_norm, bil, mod.row_sums, mod.col_sums, U, su, f.Cf, sv, f.b, f.c
-        )
+        XV = spmm(mod.X, bs.rows, np.ones(mod.p, np.uint8), f.Cf)
+        recon[name] = recon_term(mod, bs, frob(U, XV), U, su, f.Cf, sv, f.b, f.c)
         if not with_grad:
             continue
-        coef = 2.0 * mod.weight / (mod.n * mod.p)
-        gU = recon_grad(XV, U, sv, f.b, coef)
-        gC[name] = matmul(gU, f.S.T)
-        gS[name] = kn.cross_gram(f.C, gU)
-        XtU = spmm_t(mod.X, mod.Xt, batch.rows, batch.row_mask, batch.cols, batch.col_mask, U)
-        gCf[name] = recon_grad(XtU, f.Cf, su, f.c, coef)
-    terms["mask"] = sum(mask_value(params[m].C, problem.modality(m).masked_cols) for m in MODALITIES)
-    terms["entropy"] = sum(entropy_mean(params[m].C) for m in MODALITIES)
-    cos_s, gsa, gsr = cosine_and_grads(params["atac"].S, params["rna"].S)
-    cos_f, g_genes, g_regions = feature_coupling(problem, params["rna"].Cf, params["atac"].Cf)
-    terms["cos_S"], terms["cos_features"] = cos_s, cos_f
-    terms["total"] = total_loss(terms, problem)
-    if not with_grad:
-        return terms, None
-    grads = {}
-    for name, g_cos_s in (("atac", gsa), ("rna", gsr)):
-        mod, f = problem.modality(name), params[name]
-        add_cell_penalty_grads(gC[name], f.C, mod.masked_cols, problem.a5, problem.a6)
-        gz = np.empty_like(f.Z)
-        kn.softmax_backward(f.C, gC[name], gz)
-        grads["Z_" + name] = gz
-        grads["S_" + name] = gS[name] - problem.a3 * g_cos_s
-    for name, feat, g_cos in (("atac", "regions", g_regions), ("rna", "genes", g_genes)):
-        f = params[name]
-        g = gCf[name]
-        kn.axpby(1.0, g, -problem.a4, g_cos, g)
-        gz = np.empty_like(f.Zf)
-        kn.softmax_backward(f.Cf, g, gz)
-        grads["Z_" + feat] = gz
-    return terms, grads
+        XtU = spmm_t(mod.X, mod.Xt, bs.rows, np.ones(mod.n, np.uint8), bs.cols, np.ones(mod.p, np.uint8), U)
+        grads["Z_" + name] = logit_gradient(cell_grad(problem, mod, bs, XV, f.C, f.S, sv, f.b), f.C, f.Z)
+        grads["S_" + name] = association_grad(problem, bs, XV, f.C, f.S, sv, f.b, params[other].S)
+        feat = "regions" if name == "atac" else "genes"
+        grads["Z_" + feat] = logit_gradient(feature_grad(problem, name, params, bs, XtU, f.Cf, su, f.c), f.Cf, f.Zf)
+    terms = complete_terms(problem, params, recon)
+    return terms, (grads if with_grad else None)

@@ -8,8 +8,8 @@ import scipy.sparse as sp
 sys.path.insert(0, os.path.dirname(__file__))
 
 from fastjmt import preprocess as pp  # noqa: E402
-from fastjmt.api import build_problem  # noqa: E402
-from fastjmt.objective import Factors, softmax  # noqa: E402
+from fastjmt.problem import build_problem  # noqa: E402
+from fastjmt.problem import Factors, softmax  # noqa: E402
 
 WEIGHTS = {"a1": 10.0, "a2": 7.0, "a3": 2.0, "a4": 3.0, "a5": 5.0, "a6": 0.5}
 

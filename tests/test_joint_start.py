@@ -7,7 +7,7 @@ import scipy.sparse as sp
 
 import fastjmt
 from fastjmt import preprocess as pp
-from fastjmt.api import build_problem
+from fastjmt.problem import build_problem
 from fastjmt.initialize import cca_embeddings, gene_scores, neighbor_votes, prior_kmeans
 
 from conftest import WEIGHTS

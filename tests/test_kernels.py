@@ -151,8 +151,10 @@ def test_softmax_backward(dtype):
 
 
 def logit_step_twin(G, M, extra, extra_coef, C, cols, mask_coef, ent_coef, Z, Mom, Var, rows, lr, b1, b2, eps,
-                    step, adam):
-    """NumPy twin of kernels.logit_step_rows, term by term as the objective defines them (float64)."""
+                    step, mode):
+    """NumPy twin of kernels.logit_step_rows, term by term as the objective defines them (float64).
+
+    ``mode`` 0: plain descent, 1: Adam, 2: the gradient with respect to the logits (returned first)."""
     G, C = G.astype(np.float64), C.astype(np.float64)
     g = G @ M.T.astype(np.float64) if M is not None else G.copy()
     g += extra_coef * extra
@@ -160,7 +162,9 @@ def logit_step_twin(G, M, extra, extra_coef, C, cols, mask_coef, ent_coef, Z, Mo
     g -= ent_coef * (np.log(np.maximum(C, 1e-30)) + 1.0)
     g = C * (g - (g * C).sum(1, keepdims=True))  # through the softmax
     Z, Mom, Var = Z.astype(np.float64), Mom.astype(np.float64), Var.astype(np.float64)
-    if adam:
+    if mode == 2:
+        return g, Z, Mom, Var
+    if mode == 1:
         Mom[rows] = b1 * Mom[rows] + (1 - b1) * g
         Var[rows] = b2 * Var[rows] + (1 - b2) * g * g
         Z[rows] -= lr * (Mom[rows] / (1 - b1**step)) / (np.sqrt(Var[rows] / (1 - b2**step)) + eps)
@@ -171,9 +175,10 @@ def logit_step_twin(G, M, extra, extra_coef, C, cols, mask_coef, ent_coef, Z, Mo
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("adam", [True, False])
+@pytest.mark.parametrize("mode", [0, 1, 2])
 @pytest.mark.parametrize("use_M", [True, False])
-def test_logit_step_rows_matches_numpy(dtype, adam, use_M):
+def test_logit_step_rows_matches_numpy(dtype, mode, use_M):
+    """Plain descent (mode 0), Adam (1) and the gradient alone (2) against the NumPy twin."""
     rng = np.random.default_rng(10)
     n_all, K = 40, 5
     Z = _tall(rng, n_all, K, dtype)
@@ -187,12 +192,17 @@ def test_logit_step_rows_matches_numpy(dtype, adam, use_M):
     cols = np.array([1, 4], dtype=np.int64)
     args = (0.3, C, cols, 0.7, 0.05)
     expect, Z_e, Mom_e, Var_e = logit_step_twin(G, M if use_M else None, extra, *args, Z, Mom, Var, rows, 0.05,
-                                                0.9, 0.999, 1e-8, 3, adam)
-    Z0 = Z.copy()
+                                                0.9, 0.999, 1e-8, 3, mode)
+    Z0, Mom0, Var0 = Z.copy(), Mom.copy(), Var.copy()
     out = np.empty((rows.size, K), dtype)
     kn.logit_step_rows(G, M if use_M else np.zeros((1, 1), dtype), use_M, extra, *args, Z, Mom, Var, rows, 0.05,
-                       0.9, 0.999, 1e-8, 3, adam, out)
+                       0.9, 0.999, 1e-8, 3, mode, out)
     tol = dict(rtol=2e-4, atol=2e-5) if dtype == np.float32 else dict(rtol=1e-10, atol=1e-12)
+    if mode == 2:  # the gradient with respect to the logits; nothing else touched
+        np.testing.assert_allclose(out, expect, **tol)
+        for now, before in ((Z, Z0), (Mom, Mom0), (Var, Var0)):
+            np.testing.assert_array_equal(now, before)
+        return
     np.testing.assert_allclose(out, expect, **tol)
     np.testing.assert_allclose(Z, Z_e, **tol)
     np.testing.assert_allclose(Mom, Mom_e, **tol)
@@ -225,7 +235,7 @@ def test_kernel_scatter_transpose_matches_gather(every_column, index_dtype):
 
 
 def test_column_block_fits_the_cache_and_caps_the_sweeps():
-    from fastjmt.objective import BLOCK_BYTES, column_block
+    from fastjmt.products import BLOCK_BYTES, column_block
 
     dense_rows = np.arange(0, 1001 * 4000, 4000, dtype=np.int64)  # 1000 rows of 4000 nonzeros
     assert column_block(dense_rows, 100_000, 20, 4) == BLOCK_BYTES // 80  # K = 20 float32 rows: 80 bytes each
@@ -236,7 +246,7 @@ def test_column_block_fits_the_cache_and_caps_the_sweeps():
 
 
 def test_kernel_mask_is_empty_only_when_every_column_is_kept():
-    from fastjmt.objective import kernel_mask
+    from fastjmt.products import kernel_mask
 
     assert kernel_mask(np.ones(5, np.uint8)).size == 0
     partial = np.array([1, 0, 1], np.uint8)

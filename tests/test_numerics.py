@@ -8,7 +8,7 @@ import scipy.sparse as sp
 from conftest import params_from_theta, random_case
 
 import fastjmt
-from fastjmt.api import build_problem
+from fastjmt.problem import build_problem
 from fastjmt.driver import Schedule, run_once
 from fastjmt.objective import evaluate
 

@@ -75,7 +75,7 @@ def test_kernel_gradients_random_direction(seed):
 def test_csr_and_dense_inputs_give_same_loss():
     c = random_case(seed=6)
     from fastjmt import preprocess as pp
-    from fastjmt.api import build_problem
+    from fastjmt.problem import build_problem
 
     G, R, A = (pp.to_csr(M.toarray()) for M in (c["G"], c["R"], c["A"]))
     dense_problem = build_problem(G, R, A, 2, 1, 1, c["w"], np.float64)

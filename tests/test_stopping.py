@@ -8,7 +8,7 @@ from conftest import random_case
 
 import fastjmt
 from fastjmt import driver
-from fastjmt.objective import Factors
+from fastjmt.problem import Factors
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import numba
 import numpy as np
 
 from fastjmt import kernels as kn
-from fastjmt.objective import column_block, frob, kernel_mask, work_chunks
+from fastjmt.products import column_block, frob, kernel_mask, work_chunks
 
 from .common import THREADS, data, dense_right_factor
 

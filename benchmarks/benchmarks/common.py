@@ -24,7 +24,7 @@ import numpy as np
 
 import fastjmt
 from fastjmt import preprocess as pp
-from fastjmt.api import build_problem
+from fastjmt.problem import build_problem
 
 PROFILE = os.environ.get("FASTJMT_BENCH_PROFILE", "fast")
 
