@@ -117,29 +117,22 @@ class _Stepper:
                 self.steps[key] = 0
 
     def __call__(self, key: str, P: np.ndarray, G: np.ndarray, rows: np.ndarray):
-        """A step on a small block (the K × K association matrices), in NumPy."""
-        self.steps[key] += 1
-        G = np.asarray(G, dtype=P.dtype)
-        lr = self.lr
-        if self.s.optimizer == "adam":
-            M, V = self.state[key]
-            t = self.steps[key]
-            M[rows] = self.s.beta1 * M[rows] + (1.0 - self.s.beta1) * G
-            V[rows] = self.s.beta2 * V[rows] + (1.0 - self.s.beta2) * G * G
-            m_hat = M[rows] / (1.0 - self.s.beta1 ** t)
-            v_hat = V[rows] / (1.0 - self.s.beta2 ** t)
-            P[rows] -= (lr * m_hat / (np.sqrt(v_hat) + self.s.eps)).astype(P.dtype)
-        else:
-            P[rows] -= (lr * G).astype(P.dtype)
+        """A step on the rows ``rows`` of a plain parameter block ``P`` (the association matrices) down ``G``
+        (one row per entry of ``rows``)."""
+        self._step(key, LogitGrad(G), P, P, rows, simplex=False)
 
     def logits(self, key: str, Z: np.ndarray, rows: np.ndarray, C: np.ndarray, grad: LogitGrad) -> np.ndarray:
         """One fused step on the logit rows ``rows`` of ``Z`` (memberships ``C``) down the gradient ``grad``;
-        returns their new memberships (:func:`fastjmt.objective.run_logit_kernel`)."""
+        returns their new memberships."""
+        return self._step(key, grad, C, Z, rows, simplex=True)
+
+    def _step(self, key, grad, C, Z, rows, simplex):
+        # the one optimiser of a fit, for every block: kernels.logit_step_rows (objective.run_logit_kernel)
         self.steps[key] += 1
         adam = self.s.optimizer == "adam"
         Mom, Var = self.state[key] if adam else (Z, Z)
         return obj.run_logit_kernel(grad, C, Z, Mom, Var, rows, obj.ADAM if adam else obj.GD, self.lr,
-                                    self.s.beta1, self.s.beta2, self.s.eps, self.steps[key])
+                                    self.s.beta1, self.s.beta2, self.s.eps, self.steps[key], simplex)
 
 
 def _check_finite(arr: np.ndarray, block: str, it: int):

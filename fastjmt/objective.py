@@ -342,11 +342,13 @@ GD, ADAM, GRADIENT = 0, 1, 2
 
 def run_logit_kernel(g: LogitGrad, C: np.ndarray, Z: np.ndarray, Mom: np.ndarray, Var: np.ndarray,
                      rows: np.ndarray, mode: int, lr: float = 0.0, beta1: float = 0.9, beta2: float = 0.999,
-                     eps: float = 1e-8, step: int = 1) -> np.ndarray:
+                     eps: float = 1e-8, step: int = 1, simplex: bool = True) -> np.ndarray:
     """Run ``kernels.logit_step_rows`` on the pieces of ``g`` (see :class:`LogitGrad`); returns its ``out``.
 
     ``mode``: :data:`GD` or :data:`ADAM` step the logit rows ``Z[rows]`` in place and return the new
-    memberships; :data:`GRADIENT` returns ``dL/dZ`` of the rows and changes nothing.
+    memberships; :data:`GRADIENT` returns ``dL/dZ`` of the rows and changes nothing. With
+    ``simplex=False``, ``Z`` is a plain parameter block (S; ``C`` is not read) stepped down ``g.G``,
+    and the new rows are returned.
     """
     dt = Z.dtype
     out = np.empty((rows.size, Z.shape[1]), dtype=dt)
@@ -355,7 +357,7 @@ def run_logit_kernel(g: LogitGrad, C: np.ndarray, Z: np.ndarray, Mom: np.ndarray
         G, np.ascontiguousarray(g.M if g.M is not None else _NO_MATRIX, dtype=dt), g.M is not None,
         G if g.extra is None else np.ascontiguousarray(g.extra, dtype=dt), float(g.extra_coef),
         np.ascontiguousarray(C, dtype=dt), _NO_COLUMNS if g.mask_cols is None else g.mask_cols, float(g.mask_coef),
-        float(g.ent_coef), Z, Mom, Var, rows, lr, beta1, beta2, eps, step, mode, out)
+        float(g.ent_coef), Z, Mom, Var, rows, lr, beta1, beta2, eps, step, mode, simplex, out)
     return out
 
 

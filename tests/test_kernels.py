@@ -196,7 +196,7 @@ def test_logit_step_rows_matches_numpy(dtype, mode, use_M):
     Z0, Mom0, Var0 = Z.copy(), Mom.copy(), Var.copy()
     out = np.empty((rows.size, K), dtype)
     kn.logit_step_rows(G, M if use_M else np.zeros((1, 1), dtype), use_M, extra, *args, Z, Mom, Var, rows, 0.05,
-                       0.9, 0.999, 1e-8, 3, mode, out)
+                       0.9, 0.999, 1e-8, 3, mode, True, out)
     tol = dict(rtol=2e-4, atol=2e-5) if dtype == np.float32 else dict(rtol=1e-10, atol=1e-12)
     if mode == 2:  # the gradient with respect to the logits; nothing else touched
         np.testing.assert_allclose(out, expect, **tol)
@@ -253,3 +253,34 @@ def test_kernel_mask_is_empty_only_when_every_column_is_kept():
     assert kernel_mask(partial) is partial
     none_kept = np.zeros(4, np.uint8)  # keeps nothing: must stay a mask, not become "every column"
     assert kernel_mask(none_kept) is none_kept
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("mode", [0, 1, 2])
+def test_logit_step_rows_on_a_plain_block_matches_numpy(dtype, mode):
+    """``simplex=False`` (the association matrices): the same optimiser on the block itself, no softmax."""
+    rng = np.random.default_rng(11)
+    K = 5
+    P, G = _tall(rng, K, K, dtype), _tall(rng, K, K, dtype)
+    Mom, Var = np.abs(_tall(rng, K, K, dtype)) * 0.01, np.abs(_tall(rng, K, K, dtype)) * 0.01
+    rows = np.arange(K, dtype=np.int64)
+    P0, Mom0, Var0 = P.astype(np.float64), Mom.astype(np.float64), Var.astype(np.float64)
+    out = np.empty((K, K), dtype)
+    kn.logit_step_rows(G, np.zeros((1, 1), dtype), False, G, 0.0, P, np.zeros(0, np.int64), 0.0, 0.0, P, Mom, Var,
+                       rows, 0.05, 0.9, 0.999, 1e-8, 3, mode, False, out)
+    g = G.astype(np.float64)
+    tol = dict(rtol=2e-4, atol=2e-5) if dtype == np.float32 else dict(rtol=1e-10, atol=1e-12)
+    if mode == 2:
+        np.testing.assert_allclose(out, g, **tol)
+        np.testing.assert_array_equal(P, P0.astype(dtype))
+        return
+    if mode == 1:
+        m = 0.9 * Mom0 + 0.1 * g
+        v = 0.999 * Var0 + 0.001 * g * g
+        expect = P0 - 0.05 * (m / (1 - 0.9**3)) / (np.sqrt(v / (1 - 0.999**3)) + 1e-8)
+        np.testing.assert_allclose(Mom, m, **tol)
+        np.testing.assert_allclose(Var, v, **tol)
+    else:
+        expect = P0 - 0.05 * g
+    np.testing.assert_allclose(P, expect, **tol)
+    np.testing.assert_allclose(out, expect, **tol)
