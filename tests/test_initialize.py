@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from fastjmt.initialize import implicit_svd, kmeans, match_clusters, nearest_centers
+from fastjmt.initialize import (depth_correlations, drop_depth_components, implicit_svd, kmeans, match_clusters,
+                                nearest_centers)
 
 
 def _block_matrix_and_dense_svd(rng):
@@ -75,3 +76,17 @@ def test_nearest_centers_matches_brute_force_in_chunks():
     np.testing.assert_allclose(d2, D.min(1), rtol=1e-10, atol=1e-12)
     nearest_centers(centers, centers, labels[:5], d2[:5])  # a point on its own centre: distance 0, not below
     assert labels[:5].tolist() == [0, 1, 2, 3, 4] and np.all(d2[:5] >= 0) and np.all(d2[:5] < 1e-12)
+
+
+def test_drop_depth_components_leaves_out_the_column_that_follows_log_depth():
+    rng = np.random.default_rng(3)
+    depth = rng.lognormal(7.0, 0.5, 400).round()
+    types = np.repeat(np.eye(3), [150, 150, 100], axis=0) * 2.0
+    emb = np.column_stack([np.log1p(depth) + 0.01 * rng.normal(size=400), types + rng.normal(size=(400, 3)) * 0.1])
+    r = depth_correlations(emb, depth)
+    assert r[0] > 0.99 and np.all(r[1:] < 0.2)
+    np.testing.assert_array_equal(drop_depth_components(emb, depth), emb[:, 1:])
+    np.testing.assert_array_equal(drop_depth_components(emb, depth, max_corr=1.0), emb)  # nothing above 1
+    # fewer than two columns would be left: all are kept; a constant depth correlates with nothing
+    assert drop_depth_components(emb[:, :2], depth).shape[1] == 2
+    np.testing.assert_array_equal(depth_correlations(emb, np.full(400, 5.0)), 0.0)
