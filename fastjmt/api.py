@@ -23,6 +23,7 @@ from typing import Any, Callable, Optional, Union
 import numpy as np
 import scipy.sparse as sp
 
+from . import checkpoint as ckpt
 from . import preprocess as pp
 from ._threads import fit_threads, resolve_n_threads
 from .driver import Schedule, fit_restarts
@@ -582,28 +583,18 @@ def fit(
         init_scale=init_scale, verbose=int(verbose), callback=callback,
     )
     if resume is not None and random_state is None:  # the seeds were drawn fresh: take them from the checkpoint
-        from .checkpoint import read_meta
-
-        seeds = list(read_meta(resume).get("fingerprint", {}).get("seeds", []))
+        seeds = list(ckpt.read_meta(resume).get("fingerprint", {}).get("seeds", []))
         if len(seeds) != n_init:
             seeds = _restart_seeds(random_state, n_init)
     else:
         seeds = _restart_seeds(random_state, n_init)
 
-    fingerprint = json.loads(json.dumps({
-        "shapes": [list(M.shape) for M in (G, R, A)],
-        "nnz": [int(M.nnz) for M in (G, R, A)],
-        "sums": [problem.rna.sq_norm, problem.atac.sq_norm, float(problem.rna.row_sums.sum()),
-                 float(problem.atac.row_sums.sum())],
-        "layout": [n_shared, n_rna_only, n_atac_only],
-        "dtype": dtype.name,
-        "weights": weights,
+    fingerprint = ckpt.fingerprint((G, R, A), problem, (n_shared, n_rna_only, n_atac_only), weights, dtype, {
         "optimizer": [optimizer, learning_rate, bool(backtrack), batch_cells, batch_features],
         "init": [init, init_scale],
         "preprocess": bool(preprocess),
         "low_memory": bool(low_memory),
-        "seeds": seeds,
-    }))
+    }, seeds)
 
     handler = None
     if verbose and not any(not isinstance(h, logging.NullHandler) for h in logger.handlers):

@@ -20,78 +20,8 @@ import tempfile
 import numpy as np
 
 from .errors import CheckpointError
-from .problem import MODALITIES, Factors
 
 FORMAT_VERSION = 2
-_FIELDS = ("Z", "C", "Zf", "Cf", "S", "b", "c")
-
-
-def _pack_params(params: dict, prefix: str, out: dict):
-    for m in MODALITIES:
-        for f in _FIELDS:
-            out[f"{prefix}/{m}/{f}"] = getattr(params[m], f)
-
-
-def _unpack_params(arrays, prefix: str) -> dict:
-    return {m: Factors(*(np.array(arrays[f"{prefix}/{m}/{f}"]) for f in _FIELDS)) for m in MODALITIES}
-
-
-def pack_run(state, prefix: str, arrays: dict) -> dict:
-    """Arrays of a :class:`~fastjmt.driver.RunState` into ``arrays``; returns its JSON-able scalars."""
-    _pack_params(state.params, prefix, arrays)
-    arrays[f"{prefix}/history"] = np.asarray(state.history, dtype=np.float64)
-    if state.snapshot is not None:
-        for i, lab in enumerate(state.snapshot.labels):
-            arrays[f"{prefix}/snapshot/labels{i}"] = lab
-        for i, S in enumerate(state.snapshot.S):
-            arrays[f"{prefix}/snapshot/S{i}"] = S
-    for key, (M, V) in state.stepper.state.items():
-        arrays[f"{prefix}/adam/{key}/M"] = M
-        arrays[f"{prefix}/adam/{key}/V"] = V
-    return {
-        "seed": int(state.seed),
-        "it": int(state.it),
-        "calm": int(state.calm),
-        "undone": int(state.undone),
-        "lr": float(state.stepper.lr),
-        "lr_max": float(state.stepper.lr_max),
-        "prev": float(state.prev),
-        "converged": bool(state.converged),
-        "stopped": bool(state.stopped),
-        "interrupted": bool(state.interrupted),
-        "seconds": float(state.seconds),
-        "steps": {k: int(v) for k, v in state.stepper.steps.items()},
-        "snapshot_loss": None if state.snapshot is None else float(state.snapshot.loss),
-        "kept": int(state.kept),
-        "change": [float(x) for x in state.change],
-        "stop_reason": state.stop_reason,
-        "rng": state.rng.bit_generator.state,
-    }
-
-
-def unpack_run(meta: dict, arrays, prefix: str, sched):
-    """A :class:`~fastjmt.driver.RunState` back from :func:`pack_run`'s output."""
-    from .driver import RunState, Snapshot, _Stepper
-
-    params = _unpack_params(arrays, prefix)
-    stepper = _Stepper(sched, params)
-    for key in stepper.state:
-        stepper.state[key] = (np.array(arrays[f"{prefix}/adam/{key}/M"]), np.array(arrays[f"{prefix}/adam/{key}/V"]))
-    stepper.steps = dict(meta["steps"])
-    stepper.lr = float(meta["lr"])
-    stepper.lr_max = float(meta.get("lr_max", sched.learning_rate))
-    rng = np.random.default_rng()
-    rng.bit_generator.state = meta["rng"]
-    history = [list(row) for row in np.asarray(arrays[f"{prefix}/history"])]
-    snapshot = None
-    if meta.get("snapshot_loss") is not None:  # checkpoints of the stop="answer" rule
-        snapshot = Snapshot([np.array(arrays[f"{prefix}/snapshot/labels{i}"]) for i in range(4)],
-                            [np.array(arrays[f"{prefix}/snapshot/S{i}"]) for i in range(2)], meta["snapshot_loss"])
-    return RunState(meta["seed"], params, stepper, rng, history, it=meta["it"], calm=meta["calm"],
-                    undone=meta["undone"], prev=meta["prev"], converged=meta["converged"], stopped=meta["stopped"],
-                    interrupted=meta["interrupted"], seconds=meta["seconds"], snapshot=snapshot,
-                    kept=int(meta.get("kept", 0)), change=tuple(meta.get("change", ())),
-                    stop_reason=meta.get("stop_reason", ""))
 
 
 def save(path: str, meta: dict, arrays: dict) -> None:
@@ -133,6 +63,22 @@ def read_meta(path: str) -> dict:
             return json.loads(str(z["meta"]))
     except (OSError, ValueError, KeyError, json.JSONDecodeError) as exc:
         raise CheckpointError(f"cannot read checkpoint {path!r}: {exc}") from exc
+
+
+def fingerprint(matrices, problem, layout, weights: dict, dtype, options: dict, seeds: list) -> dict:
+    """What a checkpoint must match to be resumed: the prepared inputs' shapes, nonzeros and sums, the layout,
+    the weights and the options that change the fit, and the restarts' seeds (JSON-able)."""
+    return json.loads(json.dumps({
+        "shapes": [list(M.shape) for M in matrices],
+        "nnz": [int(M.nnz) for M in matrices],
+        "sums": [problem.rna.sq_norm, problem.atac.sq_norm, float(problem.rna.row_sums.sum()),
+                 float(problem.atac.row_sums.sum())],
+        "layout": list(layout),
+        "dtype": np.dtype(dtype).name,
+        "weights": weights,
+        **options,
+        "seeds": seeds,
+    }))
 
 
 def check_fingerprint(meta: dict, fingerprint: dict, path: str) -> None:

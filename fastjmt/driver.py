@@ -45,7 +45,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import objective as obj
-from .errors import NonFiniteError
+from .errors import CheckpointError, NonFiniteError
 from .objective import TERMS, LogitGrad
 from .problem import MODALITIES, Batch, Factors, Problem
 from .products import matmul, spmm, spmm_t
@@ -306,6 +306,68 @@ class RunState:
         return RunOutcome(self.params, np.asarray(self.history), self.it, self.converged, self.seed, self.stopped,
                           self.seconds, self.undone, self.stop_reason, tuple(self.change))
 
+    def pack(self, prefix: str, arrays: dict) -> dict:
+        """This state's arrays into ``arrays`` (keys under ``prefix``); returns its JSON-able scalars.
+
+        :meth:`unpack` reads both back; :mod:`fastjmt.checkpoint` writes them to a file.
+        """
+        for m in MODALITIES:
+            for name in Factors.FIELDS:
+                arrays[f"{prefix}/{m}/{name}"] = getattr(self.params[m], name)
+        arrays[f"{prefix}/history"] = np.asarray(self.history, dtype=np.float64)
+        if self.snapshot is not None:
+            for i, lab in enumerate(self.snapshot.labels):
+                arrays[f"{prefix}/snapshot/labels{i}"] = lab
+            for i, S in enumerate(self.snapshot.S):
+                arrays[f"{prefix}/snapshot/S{i}"] = S
+        for key, (M, V) in self.stepper.state.items():
+            arrays[f"{prefix}/adam/{key}/M"] = M
+            arrays[f"{prefix}/adam/{key}/V"] = V
+        return {
+            "seed": int(self.seed),
+            "it": int(self.it),
+            "calm": int(self.calm),
+            "undone": int(self.undone),
+            "lr": float(self.stepper.lr),
+            "lr_max": float(self.stepper.lr_max),
+            "prev": float(self.prev),
+            "converged": bool(self.converged),
+            "stopped": bool(self.stopped),
+            "interrupted": bool(self.interrupted),
+            "seconds": float(self.seconds),
+            "steps": {k: int(v) for k, v in self.stepper.steps.items()},
+            "snapshot_loss": None if self.snapshot is None else float(self.snapshot.loss),
+            "kept": int(self.kept),
+            "change": [float(x) for x in self.change],
+            "stop_reason": self.stop_reason,
+            "rng": self.rng.bit_generator.state,
+        }
+
+    @classmethod
+    def unpack(cls, meta: dict, arrays, prefix: str, sched: Schedule) -> "RunState":
+        """A state back from :meth:`pack`'s scalars ``meta`` and ``arrays``."""
+        params = {m: Factors(*(np.array(arrays[f"{prefix}/{m}/{name}"]) for name in Factors.FIELDS))
+                  for m in MODALITIES}
+        stepper = _Stepper(sched, params)
+        for key in stepper.state:
+            stepper.state[key] = (np.array(arrays[f"{prefix}/adam/{key}/M"]),
+                                  np.array(arrays[f"{prefix}/adam/{key}/V"]))
+        stepper.steps = dict(meta["steps"])
+        stepper.lr = float(meta["lr"])
+        stepper.lr_max = float(meta.get("lr_max", sched.learning_rate))
+        rng = np.random.default_rng()
+        rng.bit_generator.state = meta["rng"]
+        history = [list(row) for row in np.asarray(arrays[f"{prefix}/history"])]
+        snapshot = None
+        if meta.get("snapshot_loss") is not None:  # checkpoints of the stop="answer" rule
+            snapshot = Snapshot([np.array(arrays[f"{prefix}/snapshot/labels{i}"]) for i in range(4)],
+                                [np.array(arrays[f"{prefix}/snapshot/S{i}"]) for i in range(2)], meta["snapshot_loss"])
+        return cls(meta["seed"], params, stepper, rng, history, it=meta["it"], calm=meta["calm"],
+                   undone=meta["undone"], prev=meta["prev"], converged=meta["converged"], stopped=meta["stopped"],
+                   interrupted=meta["interrupted"], seconds=meta["seconds"], snapshot=snapshot,
+                   kept=int(meta.get("kept", 0)), change=tuple(meta.get("change", ())),
+                   stop_reason=meta.get("stop_reason", ""))
+
 
 def start_run(problem: Problem, sched: Schedule, n_shared: int, n_rna_only: int, n_atac_only: int,
               seed: int) -> RunState:
@@ -467,9 +529,9 @@ def fit_restarts(problem: Problem, sched: Schedule, layout: tuple, seeds: list, 
         meta, arrays = ckpt.load(resume)
         ckpt.check_fingerprint(meta, fingerprint, resume)
         r0, losses = int(meta["restart"]), list(meta["losses"])
-        best = ckpt.unpack_run(meta["best"], arrays, "best", sched) if meta["best"] is not None else None
+        best = RunState.unpack(meta["best"], arrays, "best", sched) if meta["best"] is not None else None
         if meta["current"] is not None:
-            cur = ckpt.unpack_run(meta["current"], arrays, "current", sched)
+            cur = RunState.unpack(meta["current"], arrays, "current", sched)
             cur.interrupted = False
         logger.info("resuming from %s: restart %d, epoch %d", resume, r0 + 1, cur.it if cur else 0)
 
@@ -481,8 +543,8 @@ def fit_restarts(problem: Problem, sched: Schedule, layout: tuple, seeds: list, 
             "fingerprint": fingerprint,
             "restart": restart,
             "losses": [float(x) for x in losses],
-            "current": ckpt.pack_run(current, "current", arrays) if current is not None else None,
-            "best": ckpt.pack_run(best, "best", arrays) if best is not None else None,
+            "current": current.pack("current", arrays) if current is not None else None,
+            "best": best.pack("best", arrays) if best is not None else None,
         }
         ckpt.save(checkpoint, meta, arrays)
 
@@ -511,5 +573,5 @@ def fit_restarts(problem: Problem, sched: Schedule, layout: tuple, seeds: list, 
         cur = None
         write(r + 1, None)
     if best is None:  # resumed from the checkpoint of a finished fit
-        raise ckpt.CheckpointError(f"checkpoint {resume!r} holds no finished restart")
+        raise CheckpointError(f"checkpoint {resume!r} holds no finished restart")
     return FitOutcome(best.outcome(), losses, interrupted)
