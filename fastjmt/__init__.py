@@ -21,7 +21,7 @@ _logging.getLogger("fastjmt").addHandler(_logging.NullHandler())
 #: public name -> the submodule that defines it
 _LAZY = {
     "ConvergenceWarning": "errors",
-    "DEFAULT_WEIGHTS": "api",
+    "DEFAULT_WEIGHTS": "options",
     "CheckpointError": "errors",
     "JMTResult": "api",
     "KSelection": "model_selection",

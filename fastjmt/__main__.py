@@ -25,6 +25,8 @@ import warnings
 
 import numpy as np
 
+from .options import DEFAULTS
+
 
 class UsageError(Exception):
     """A problem with the user's input: shown as one line, without a traceback (``--debug`` shows it)."""
@@ -116,8 +118,8 @@ def _check_axis(M, names, option, file_option, path, axis_word):
         return
     n = len(names)
     if M.shape[1] != n:
-        hint = (f"; they fit its rows: transposed? (10x .mtx files are features × cells: pass the 10x folder "
-                f"instead, or the transpose)") if M.shape[0] == n else ""
+        hint = ("; they fit its rows: transposed? (10x .mtx files are features × cells: pass the 10x folder "
+                "instead, or the transpose)") if M.shape[0] == n else ""
         raise UsageError(f"{option} {path}: {n} {axis_word} names but the matrix {file_option} is "
                          f"{M.shape[0]} × {M.shape[1]} (cells × {axis_word}s){hint}")
 
@@ -148,18 +150,18 @@ def fit_files(argv) -> int:
     ap.add_argument("--rna-labels", help="text file of true RNA labels (optional: adds ARI/NMI to the report)")
     ap.add_argument("--atac-labels", help="text file of true ATAC labels")
     ap.add_argument("--n-shared", type=int, required=True)
-    ap.add_argument("--n-rna-only", type=int, default=0)
-    ap.add_argument("--n-atac-only", type=int, default=0)
-    ap.add_argument("--max-iter", type=int, default=300)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--n-init", type=int, default=1)
-    ap.add_argument("--init", choices=("joint", "spectral", "random"), default="joint",
+    ap.add_argument("--n-rna-only", type=int, default=DEFAULTS.n_rna_only)
+    ap.add_argument("--n-atac-only", type=int, default=DEFAULTS.n_atac_only)
+    ap.add_argument("--max-iter", type=int, default=DEFAULTS.max_iter)
+    ap.add_argument("--seed", type=int, default=DEFAULTS.random_state)
+    ap.add_argument("--n-init", type=int, default=DEFAULTS.n_init)
+    ap.add_argument("--init", choices=("joint", "spectral", "random"), default=DEFAULTS.init,
                     help="starting point (see fastjmt.fit)")
-    ap.add_argument("--resolution", type=float, default=1.0,
+    ap.add_argument("--resolution", type=float, default=DEFAULTS.resolution,
                     help="modularity resolution of the column merge that makes the clusters (lower: fewer); "
                          "0 keeps the argmax columns")
     ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    ap.add_argument("--dtype", choices=("float32", "float64"), default=np.dtype(DEFAULTS.dtype).name)
     ap.add_argument("--checkpoint", help="write checkpoints here (resume with --resume)")
     ap.add_argument("--resume")
     ap.add_argument("--out", required=True, help="output folder")

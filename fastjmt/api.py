@@ -10,7 +10,6 @@ import contextlib
 import dataclasses
 import json
 import logging
-import numbers
 import os
 import signal
 import threading
@@ -21,27 +20,22 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Union
 
 import numpy as np
-import scipy.sparse as sp
 
 from . import checkpoint as ckpt
 from . import preprocess as pp
 from ._threads import fit_threads, resolve_n_threads
 from .driver import Schedule, fit_restarts
-from .errors import ConvergenceWarning
+from .errors import ConvergenceWarning, LinkCoverageWarning
 from .objective import TERMS
-from .problem import Modality, build_problem
+from .options import DEFAULT_WEIGHTS, DEFAULTS, FitOptions, check_options, restart_seeds
+from .problem import Modality, Problem, build_problem
 from .products import spmm_all
-from .validation import check_count, check_fraction, check_inputs, check_layout, check_positive, not_counts
+from .validation import check_inputs, not_counts
 
 logger = logging.getLogger("fastjmt")
 
 __all__ = ["fit", "JMTResult", "ConvergenceWarning", "DEFAULT_WEIGHTS", "load_result"]
 
-#: Default term weights a1…a5 (see docs/model.md for how they were chosen).
-DEFAULT_WEIGHTS = {"a1": 1000.0, "a2": 1000.0, "a3": 10.0, "a4": 10.0, "a5": 100.0, "a6": 10.0}
-
-#: Default ``tol`` of each stopping rule (see docs/model.md for the measurements behind them).
-DEFAULT_TOL = {"answer": 1e-4, "loss": 1e-5}
 
 
 @dataclass
@@ -257,27 +251,6 @@ def load_result(path) -> JMTResult:
 # --------------------------------------------------------------------------- validation
 
 
-def _restart_seeds(random_state, n_init: int) -> list:
-    """One integer seed per restart.
-
-    An integer ``random_state`` is the first restart's seed itself, so that
-    ``fit(..., random_state=result.seed, n_init=1)`` reruns the kept restart;
-    the other restarts' seeds are drawn from it.
-    """
-    if isinstance(random_state, np.random.Generator):
-        random_state = int(random_state.integers(2**32))
-    if random_state is not None and not isinstance(random_state, (numbers.Integral, np.random.SeedSequence)) \
-            or isinstance(random_state, bool):
-        raise TypeError(f"random_state must be None, an int, a SeedSequence or a Generator, got {random_state!r}")
-    if isinstance(random_state, numbers.Integral) and random_state < 0:
-        raise ValueError(f"random_state must be >= 0, got {random_state}")
-    seq = random_state if isinstance(random_state, np.random.SeedSequence) else np.random.SeedSequence(random_state)
-    seeds = [int(x) for x in seq.generate_state(n_init, dtype=np.uint32)]
-    if isinstance(random_state, numbers.Integral):
-        seeds[0] = int(random_state)
-    return seeds
-
-
 @contextlib.contextmanager
 def _ctrl_c_finishes_epoch():
     """While the body runs, the first SIGINT sets an event (the fit stops after the epoch); a second one raises.
@@ -311,41 +284,41 @@ def fit(
     gene_activity,
     *,
     n_shared: int,
-    n_rna_only: int = 0,
-    n_atac_only: int = 0,
-    a1: float = DEFAULT_WEIGHTS["a1"],
-    a2: float = DEFAULT_WEIGHTS["a2"],
-    a3: float = DEFAULT_WEIGHTS["a3"],
-    a4: float = DEFAULT_WEIGHTS["a4"],
-    a5: float = DEFAULT_WEIGHTS["a5"],
-    a6: float = DEFAULT_WEIGHTS["a6"],
-    max_iter: int = 300,
-    tol: Optional[float] = None,
-    patience: int = 5,
-    stop: str = "answer",
-    window: int = 5,
-    label_tol: float = 1e-3,
-    S_tol: float = 1e-2,
-    step_decay: float = 0.5,
-    learning_rate: float = 0.1,
-    backtrack: bool = True,
-    optimizer: str = "adam",
-    batch_cells: float = 1.0,
-    batch_features: float = 1.0,
-    init: str = "joint",
-    init_scale: float = 2.0,
-    n_init: int = 1,
-    random_state: Union[None, int, np.random.SeedSequence, np.random.Generator] = 0,
-    n_threads: Optional[int] = None,
-    dtype=np.float32,
-    preprocess: bool = True,
-    verbose: int = 0,
-    callback: Optional[Callable[[int, dict, dict], Any]] = None,
-    checkpoint: Union[None, str, os.PathLike] = None,
-    checkpoint_every: int = 10,
-    resume: Union[None, str, os.PathLike] = None,
-    low_memory: bool = False,
-    resolution: Optional[float] = 1.0,
+    n_rna_only: int = DEFAULTS.n_rna_only,
+    n_atac_only: int = DEFAULTS.n_atac_only,
+    a1: float = DEFAULTS.a1,
+    a2: float = DEFAULTS.a2,
+    a3: float = DEFAULTS.a3,
+    a4: float = DEFAULTS.a4,
+    a5: float = DEFAULTS.a5,
+    a6: float = DEFAULTS.a6,
+    max_iter: int = DEFAULTS.max_iter,
+    tol: Optional[float] = DEFAULTS.tol,
+    patience: int = DEFAULTS.patience,
+    stop: str = DEFAULTS.stop,
+    window: int = DEFAULTS.window,
+    label_tol: float = DEFAULTS.label_tol,
+    S_tol: float = DEFAULTS.S_tol,
+    step_decay: float = DEFAULTS.step_decay,
+    learning_rate: float = DEFAULTS.learning_rate,
+    backtrack: bool = DEFAULTS.backtrack,
+    optimizer: str = DEFAULTS.optimizer,
+    batch_cells: float = DEFAULTS.batch_cells,
+    batch_features: float = DEFAULTS.batch_features,
+    init: str = DEFAULTS.init,
+    init_scale: float = DEFAULTS.init_scale,
+    n_init: int = DEFAULTS.n_init,
+    random_state: Union[None, int, np.random.SeedSequence, np.random.Generator] = DEFAULTS.random_state,
+    n_threads: Optional[int] = DEFAULTS.n_threads,
+    dtype=DEFAULTS.dtype,
+    preprocess: bool = DEFAULTS.preprocess,
+    verbose: int = DEFAULTS.verbose,
+    callback: Optional[Callable[[int, dict, dict], Any]] = DEFAULTS.callback,
+    checkpoint: Union[None, str, os.PathLike] = DEFAULTS.checkpoint,
+    checkpoint_every: int = DEFAULTS.checkpoint_every,
+    resume: Union[None, str, os.PathLike] = DEFAULTS.resume,
+    low_memory: bool = DEFAULTS.low_memory,
+    resolution: Optional[float] = DEFAULTS.resolution,
 ) -> JMTResult:
     """Fit scJMT to unpaired scRNA-seq and scATAC-seq data.
 
@@ -502,64 +475,37 @@ def fit(
     fastjmt.NonFiniteError
         If a factor becomes NaN or infinite (the message names the block and iteration).
     """
+    given = dict(locals())  # the arguments, before any other name is bound
     t_start = time.perf_counter()
-    try:
-        dtype = np.dtype(dtype)
-    except TypeError:
-        raise ValueError(f"dtype must be float32 or float64, got {dtype!r}") from None
-    if dtype not in (np.float32, np.float64):
-        raise ValueError(f"dtype must be float32 or float64, got {dtype}")
-    for flag, name in ((preprocess, "preprocess"), (low_memory, "low_memory"), (backtrack, "backtrack")):
-        if not isinstance(flag, (bool, np.bool_)):
-            raise TypeError(f"{name} must be True or False, got {flag!r}")
-    verbose = check_count(int(verbose) if isinstance(verbose, (bool, np.bool_)) else verbose, "verbose", 0)
-    n_shared, n_rna_only, n_atac_only = check_layout(n_shared, n_rna_only, n_atac_only)
-    K = n_shared + n_rna_only + n_atac_only
-    weights = {k: check_positive(v, k, allow_zero=True) for k, v in dict(a1=a1, a2=a2, a3=a3, a4=a4, a5=a5, a6=a6).items()}
-    max_iter = check_count(max_iter, "max_iter", 1)
-    patience = check_count(patience, "patience", 1)
-    window = check_count(window, "window", 1)
-    n_init = check_count(n_init, "n_init", 1)
-    if stop not in ("answer", "loss"):
-        raise ValueError(f"stop must be 'answer' or 'loss', got {stop!r}")
-    tol = DEFAULT_TOL[stop] if tol is None else check_positive(tol, "tol", allow_zero=True)
-    label_tol = check_positive(label_tol, "label_tol", allow_zero=True)
-    S_tol = check_positive(S_tol, "S_tol", allow_zero=True)
-    step_decay = check_fraction(step_decay, "step_decay")
-    learning_rate = check_positive(learning_rate, "learning_rate")
-    init_scale = check_positive(init_scale, "init_scale", allow_zero=True)
-    batch_cells = check_fraction(batch_cells, "batch_cells")
-    batch_features = check_fraction(batch_features, "batch_features")
-    if optimizer not in ("adam", "gd"):
-        raise ValueError(f"optimizer must be 'adam' or 'gd', got {optimizer!r}")
-    if resolution is not None:
-        resolution = check_positive(resolution, "resolution")
-    if init not in ("joint", "spectral", "random"):
-        raise ValueError(f"init must be 'joint', 'spectral' or 'random', got {init!r}")
-    if callback is not None and not callable(callback):
-        raise TypeError("callback must be callable")
-    threads = resolve_n_threads(n_threads)
-    checkpoint_every = check_count(checkpoint_every, "checkpoint_every", 0)
-    for value, name in ((checkpoint, "checkpoint"), (resume, "resume")):
-        if value is not None and not isinstance(value, (str, os.PathLike)):
-            raise TypeError(f"{name} must be a path, got {value!r}")
-    if resume is not None and not os.path.isfile(resume):
-        raise FileNotFoundError(f"resume: no checkpoint at {os.fspath(resume)!r}")
-    if checkpoint is not None and not os.path.isdir(os.path.dirname(os.path.abspath(checkpoint))):
-        raise FileNotFoundError(f"checkpoint: the folder of {os.fspath(checkpoint)!r} does not exist")
-    _restart_seeds(random_state, 1)  # validates random_state before any work
+    opts = check_options(FitOptions(**{name: given[name] for name in FitOptions.names()}))
+    threads = resolve_n_threads(opts.n_threads)
+    prep = _prepare(rna, atac, gene_activity, opts)
+    outcome = _run(prep, opts, threads)
+    return _result(prep, outcome, opts, threads, t_start)
 
-    check_inputs(rna, atac, gene_activity, K, preprocess=bool(preprocess))
-    if preprocess:
+
+@dataclass
+class _Prepared:
+    """The inputs as the fit sees them: the problem, the prepared CSR matrices, empty cells, link coverage."""
+
+    problem: Problem
+    matrices: tuple  # (G, R, A) prepared CSR
+    empty: dict  # modality -> bool per cell: no counts
+    coverage: Any
+
+
+def _prepare(rna, atac, gene_activity, opts: FitOptions) -> _Prepared:
+    """Check the inputs, copy them to canonical CSR of ``opts.dtype``, preprocess the copies, build the problem."""
+    check_inputs(rna, atac, gene_activity, opts.K, preprocess=opts.preprocess)
+    if opts.preprocess:
         why = not_counts(rna)
         if why:
             warnings.warn(f"rna does not look like raw counts: {why}. fit normalises and log-transforms RNA "
                           "(preprocess=True); for data already normalised or log-transformed (e.g. scanpy's .X after "
                           "normalize_total/log1p) pass the raw counts (e.g. a 'counts' layer) or preprocess=False",
-                          UserWarning, stacklevel=2)
-    G, R, A = (pp.to_csr(X, dtype=dtype, name=name)
+                          UserWarning, stacklevel=3)
+    G, R, A = (pp.to_csr(X, dtype=opts.dtype, name=name)
                for X, name in ((rna, "rna"), (atac, "atac"), (gene_activity, "gene_activity")))
-    from .errors import LinkCoverageWarning
     from .genome import MIN_GENE_SHARE, MIN_REGION_SHARE, link_coverage
 
     coverage = link_coverage(A)
@@ -567,37 +513,43 @@ def fit(
     if coverage.gene_share < MIN_GENE_SHARE or coverage.region_share < MIN_REGION_SHARE:
         warnings.warn(f"low gene activity coverage: {coverage}; correct builds of the shared data link over 98 % of "
                       "genes, so check the gene and contig names the links were built with", LinkCoverageWarning,
-                      stacklevel=2)
+                      stacklevel=3)
     empty = {"rna": np.diff(G.indptr) == 0, "atac": np.diff(R.indptr) == 0}
-    if preprocess:
+    if opts.preprocess:
         # G, R and A are private copies (to_csr), so preprocessing may work in place
         G = pp.preprocess_rna(G, copy=False)
         R = pp.preprocess_atac(R, copy=False)
         A = pp.preprocess_gene_activity(A, copy=False)
+    problem = build_problem(G, R, A, *opts.layout, opts.weights, opts.dtype, opts.low_memory)
+    return _Prepared(problem, (G, R, A), empty, coverage)
 
-    problem = build_problem(G, R, A, n_shared, n_rna_only, n_atac_only, weights, dtype, bool(low_memory))
-    sched = Schedule(
-        max_iter=max_iter, tol=tol, patience=patience, stop=stop, window=window, label_tol=label_tol, S_tol=S_tol,
-        step_decay=step_decay, optimizer=optimizer, learning_rate=learning_rate,
-        backtrack=bool(backtrack), batch_cells=batch_cells, batch_features=batch_features, init=init,
-        init_scale=init_scale, verbose=int(verbose), callback=callback,
+
+def _schedule(opts: FitOptions) -> Schedule:
+    return Schedule(
+        max_iter=opts.max_iter, tol=opts.tol, patience=opts.patience, stop=opts.stop, window=opts.window,
+        label_tol=opts.label_tol, S_tol=opts.S_tol, step_decay=opts.step_decay, optimizer=opts.optimizer,
+        learning_rate=opts.learning_rate, backtrack=opts.backtrack, batch_cells=opts.batch_cells,
+        batch_features=opts.batch_features, init=opts.init, init_scale=opts.init_scale, verbose=int(opts.verbose),
+        callback=opts.callback,
     )
-    if resume is not None and random_state is None:  # the seeds were drawn fresh: take them from the checkpoint
-        seeds = list(ckpt.read_meta(resume).get("fingerprint", {}).get("seeds", []))
-        if len(seeds) != n_init:
-            seeds = _restart_seeds(random_state, n_init)
+
+
+def _run(prep: _Prepared, opts: FitOptions, threads: int):
+    """The restarts (or their resumption), with the threads, Ctrl-C and the verbose logger set up and restored."""
+    if opts.resume is not None and opts.random_state is None:  # the seeds were drawn fresh: take them from the checkpoint
+        seeds = list(ckpt.read_meta(opts.resume).get("fingerprint", {}).get("seeds", []))
+        if len(seeds) != opts.n_init:
+            seeds = restart_seeds(opts.random_state, opts.n_init)
     else:
-        seeds = _restart_seeds(random_state, n_init)
-
-    fingerprint = ckpt.fingerprint((G, R, A), problem, (n_shared, n_rna_only, n_atac_only), weights, dtype, {
-        "optimizer": [optimizer, learning_rate, bool(backtrack), batch_cells, batch_features],
-        "init": [init, init_scale],
-        "preprocess": bool(preprocess),
-        "low_memory": bool(low_memory),
+        seeds = restart_seeds(opts.random_state, opts.n_init)
+    fingerprint = ckpt.fingerprint(prep.matrices, prep.problem, opts.layout, opts.weights, opts.dtype, {
+        "optimizer": [opts.optimizer, opts.learning_rate, opts.backtrack, opts.batch_cells, opts.batch_features],
+        "init": [opts.init, opts.init_scale],
+        "preprocess": opts.preprocess,
+        "low_memory": opts.low_memory,
     }, seeds)
-
     handler = None
-    if verbose and not any(not isinstance(h, logging.NullHandler) for h in logger.handlers):
+    if opts.verbose and not any(not isinstance(h, logging.NullHandler) for h in logger.handlers):
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("fastjmt: %(message)s"))
         logger.addHandler(handler)
@@ -605,29 +557,37 @@ def fit(
         logger.setLevel(logging.INFO)
     try:
         with fit_threads(threads), _ctrl_c_finishes_epoch() as interrupted:
-            outcome = fit_restarts(problem, sched, (n_shared, n_rna_only, n_atac_only), seeds, fingerprint,
-                                   checkpoint=checkpoint, checkpoint_every=checkpoint_every, resume=resume,
-                                   should_stop=interrupted.is_set)
+            return fit_restarts(prep.problem, _schedule(opts), opts.layout, seeds, fingerprint,
+                                checkpoint=opts.checkpoint, checkpoint_every=opts.checkpoint_every, resume=opts.resume,
+                                should_stop=interrupted.is_set)
     finally:
         if handler is not None:
             logger.removeHandler(handler)
             logger.setLevel(prev_level)
-    best, losses = outcome.best, outcome.losses
+
+
+def _result(prep: _Prepared, outcome, opts: FitOptions, threads: int, t_start: float) -> JMTResult:
+    """The warnings a user must see about how the fit ended, then the result: factors, program activities,
+    memberships of empty cells made uniform, the column merge."""
+    best, losses, K = outcome.best, outcome.losses, opts.K
     if outcome.interrupted:
-        where = f"; the state is saved in {checkpoint!r}, resume with resume=" if checkpoint else ""
+        where = f"; the state is saved in {opts.checkpoint!r}, resume with resume=" if opts.checkpoint else ""
         warnings.warn(f"fastjmt.fit was interrupted (Ctrl-C) after epoch {best.n_iter} and returns the best state so "
-                      f"far{where}", UserWarning, stacklevel=2)
+                      f"far{where}", UserWarning, stacklevel=3)
     if not best.converged and not best.stopped_by_callback and not outcome.interrupted:
-        if stop == "loss":
-            why = f"the relative loss change stayed below tol={tol} for {patience} epochs; raise max_iter or tol"
+        if opts.stop == "loss":
+            why = (f"the relative loss change stayed below tol={opts.tol} for {opts.patience} epochs; raise max_iter "
+                   "or tol")
         else:
             seen = "" if not best.change else (
-                f" (over the last {window} epochs: {100 * best.change[0]:.2g} % of labels changed, S by "
+                f" (over the last {opts.window} epochs: {100 * best.change[0]:.2g} % of labels changed, S by "
                 f"{best.change[1]:.2g}, the loss by {best.change[2]:.2g} per epoch)")
-            why = (f"the answer settled: labels changed by <= label_tol={label_tol}, S by <= S_tol={S_tol} and the "
-                   f"loss by <= tol={tol} per epoch{seen}; raise max_iter or the tolerances")
-        warnings.warn(f"fastjmt.fit stopped at max_iter={max_iter} before {why}", ConvergenceWarning, stacklevel=2)
-    p = best.params
+            why = (f"the answer settled: labels changed by <= label_tol={opts.label_tol}, S by <= S_tol={opts.S_tol} "
+                   f"and the loss by <= tol={opts.tol} per epoch{seen}; raise max_iter or the tolerances")
+        warnings.warn(f"fastjmt.fit stopped at max_iter={opts.max_iter} before {why}", ConvergenceWarning,
+                      stacklevel=3)
+    p, empty, problem = best.params, prep.empty, prep.problem
+    n_shared, n_rna_only, n_atac_only = opts.layout
     programs = {m: program_activity(problem.modality(m), p[m].Cf) for m in ("rna", "atac")}
     C = {}
     for m in ("rna", "atac"):  # a cell without data gets no confident membership
@@ -637,13 +597,14 @@ def fit(
             C[m][empty[m]] = 1.0 / K
             logger.info("%d %s cells have no counts: uniform membership (empty_%s)", int(empty[m].sum()), m, m)
     column_clusters = None
-    if resolution is not None:
+    if opts.resolution is not None:
         from .clustering import merge_columns
 
         keep = {m: ~empty[m] for m in ("rna", "atac")}  # cells without data take no part in the merge
         column_clusters = merge_columns(programs["rna"][keep["rna"]], programs["atac"][keep["atac"]],
                                         C["rna"][keep["rna"]].argmax(axis=1), C["atac"][keep["atac"]].argmax(axis=1),
-                                        n_shared, n_rna_only, n_atac_only, resolution=resolution, n_threads=threads)
+                                        n_shared, n_rna_only, n_atac_only, resolution=opts.resolution,
+                                        n_threads=threads)
     return JMTResult(
         C_rna=C["rna"], C_atac=C["atac"], C_genes=p["rna"].Cf, C_regions=p["atac"].Cf,
         S_rna=p["rna"].S, S_atac=p["atac"].S, b_rna=p["rna"].b, b_atac=p["atac"].b,
@@ -651,9 +612,9 @@ def fit(
         converged=best.converged, seed=best.seed, n_shared=n_shared, n_rna_only=n_rna_only,
         n_atac_only=n_atac_only, fit_seconds=time.perf_counter() - t_start, restart_losses=np.asarray(losses),
         interrupted=outcome.interrupted, programs_rna=programs["rna"], programs_atac=programs["atac"],
-        n_undone=best.undone, column_clusters=column_clusters, resolution=resolution,
+        n_undone=best.undone, column_clusters=column_clusters, resolution=opts.resolution,
         stop_reason=best.stop_reason, answer_change=tuple(float(x) for x in best.change),
-        link_coverage=coverage.as_dict(), empty_rna=empty["rna"], empty_atac=empty["atac"],
+        link_coverage=prep.coverage.as_dict(), empty_rna=empty["rna"], empty_atac=empty["atac"],
     )
 
 
