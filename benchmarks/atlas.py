@@ -66,6 +66,7 @@ def fit(folder, max_iter, low_memory, n_threads):
                peak_over_input=round(peak / (in_bytes / 2**20), 2), rss_after_load_mb=round(before),
                fit_seconds=round(secs, 1), epochs=res.n_iter, converged=res.converged,
                seconds_per_epoch_incl_init=round(secs / max(res.n_iter, 1), 2), low_memory=low_memory,
+               stop_reason=res.stop_reason, n_clusters=res.n_clusters,
                ari_rna=round(s["ari_rna"], 3), ari_atac=round(s["ari_atac"], 3), ari_pooled=round(s["ari_pooled"], 3))
     print(json.dumps(out))
 
@@ -75,7 +76,7 @@ def main(argv=None):
     ap.add_argument("what", choices=("make", "fit"))
     ap.add_argument("folder")
     ap.add_argument("--cells", type=int, default=100_000)
-    ap.add_argument("--max-iter", type=int, default=60)
+    ap.add_argument("--max-iter", type=int, default=300, help="a cap: the fit stops by itself when converged")
     ap.add_argument("--low-memory", action="store_true")
     ap.add_argument("--threads", type=int, default=None)
     a = ap.parse_args(argv)
