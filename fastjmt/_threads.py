@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import threading
 
 import numba
@@ -86,11 +85,3 @@ def fit_threads(n_threads: int):
         _leave_blas_limit()
         if serial:
             _WORKQUEUE_LOCK.release()
-
-
-def cpu_count() -> int:
-    """Cores this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1

@@ -1,6 +1,6 @@
 """A dense NumPy reference of the scJMT objective and its gradients: plain, readable, slow.
 
-Written straight from the formulas of DESIGN.md §1 (plus the entropy term) with
+Written straight from the formulas of docs/model.md (the objective, the entropy term included) with
 every residual formed densely, so it shares no code with the factored,
 sparse implementation it checks.
 """

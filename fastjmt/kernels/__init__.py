@@ -4,21 +4,12 @@ Kernels are compiled lazily on first call (``cache=True``: later processes
 load them from Numba's on-disk cache), so ``import fastjmt`` stays cheap.
 """
 
-from .dense import (
-    add_entropy_grad,
-    add_masked_columns,
-    axpby,
-    cross_gram,
-)
+from .dense import cross_gram
 from .neighbors import bipartite_knn_update, mnn_average, rp_forest_leaves, rp_tree_leaves
 from .optim import logit_step_rows
-from .softmax import softmax_backward
 from .sparse import masked_row_sums, nnz_balanced_bounds, spmm_rows, spmm_t_rows
 
 __all__ = [
-    "add_entropy_grad",
-    "add_masked_columns",
-    "axpby",
     "logit_step_rows",
     "cross_gram",
     "masked_row_sums",
@@ -27,7 +18,6 @@ __all__ = [
     "rp_forest_leaves",
     "rp_tree_leaves",
     "nnz_balanced_bounds",
-    "softmax_backward",
     "spmm_rows",
     "spmm_t_rows",
 ]

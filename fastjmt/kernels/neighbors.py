@@ -185,7 +185,9 @@ def bipartite_knn_update(A, B, leaf_start, members, a_dist, a_idx, b_dist, b_idx
 
 @njit(parallel=True, cache=True, nogil=True)
 def rp_forest_leaves(X, leaf_size, seeds, leaf_of):
-    """``leaf_of[t]`` = the leaves of tree ``t`` (seeded by ``seeds[t]``), trees built in parallel; leaf counts returned."""
+    """``leaf_of[t]`` = the leaves of tree ``t`` (seeded by ``seeds[t]``), trees built in parallel.
+
+    Returns the leaf counts."""
     n_trees = seeds.shape[0]
     n_leaves = np.empty(n_trees, dtype=np.int64)
     for t in prange(n_trees):

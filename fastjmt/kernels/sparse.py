@@ -123,7 +123,9 @@ def spmm_rows(indptr, indices, data, rows, col_mask, B, out, n_chunks, block_col
 
 @njit(parallel=True, cache=True, nogil=True)
 def masked_row_sums(indptr, indices, data, rows, col_mask, sums, sq_sums, n_chunks):
-    """Row sums and row sums of squares of ``X[rows][:, col_mask]`` (float64 out); ``n_chunks`` as in :func:`spmm_rows`."""
+    """Row sums and row sums of squares of ``X[rows][:, col_mask]`` (float64 out).
+
+    ``n_chunks`` as in :func:`spmm_rows`."""
     bounds = nnz_balanced_bounds(indptr, rows, n_chunks)
     for ch in prange(bounds.shape[0] - 1):
         for t in range(bounds[ch], bounds[ch + 1]):
