@@ -199,7 +199,9 @@ def fit_files(argv) -> int:
     elif a.genes:
         if gcands is None or rcands is None:
             raise UsageError("--genes needs feature names: use .h5ad or 10x inputs, or --gene-names/--region-names")
-        genes = _wrap("--genes", a.genes, lambda: _read_genes(a.genes))
+        from .adata import read_genes
+
+        genes = _wrap("--genes", a.genes, lambda: read_genes(a.genes))
         rnames = rcands[0]
         regions = _wrap("--region-names" if a.region_names else opt_atac, a.region_names or a.atac,
                         lambda: genome.parse_regions(rnames))
@@ -272,12 +274,6 @@ class _CompileTimer:
         if self._cm is not None:
             self._cm.__exit__(*exc)
         return False
-
-
-def _read_genes(path):
-    from .adata import read_genes
-
-    return read_genes(path)
 
 
 def _wrap(option, path, fn):

@@ -28,6 +28,7 @@ from __future__ import annotations
 import numpy as np
 
 from .objective import closed_form_bias, side_stats
+from .preprocess import tfidf_scales
 from .problem import MODALITIES, Factors, Problem, softmax
 from .products import gram, matmul, spmm, spmm_t, spmm_t_full
 
@@ -351,9 +352,7 @@ def _spectral(problem, params, n_shared, n_rna_only, n_atac_only, rng, scale, jo
     labels, emb = {}, {}
     for name, mod, k in (("rna", rna, k_r), ("atac", atac, k_a)):
         if name == "atac":  # TF-IDF (LSI)
-            rs = np.zeros(mod.n)
-            np.divide(1.0, mod.row_sums, out=rs, where=mod.row_sums > 0)
-            cs = np.log1p(mod.n / (1.0 + mod.col_sums))
+            rs, cs = tfidf_scales(mod.row_sums, mod.col_sums)
         else:
             rs, cs = np.ones(mod.n), np.ones(mod.p)
         rank = max(2, min(max(30, 2 * K), mod.n - 1, mod.p - 1))

@@ -156,17 +156,30 @@ def preprocess_gene_activity(A: sp.csr_matrix, copy: bool = True) -> sp.csr_matr
     return normalize_rows(A, copy=copy)
 
 
+def tfidf_scales(row_sums: np.ndarray, col_sums: np.ndarray) -> tuple:
+    """The row and column factors of TF-IDF: ``1 / cell total`` and ``log(1 + n_cells / (1 + region total))``.
+
+    The package's one TF-IDF (the LSI of the start, :mod:`fastjmt.initialize`,
+    applies it implicitly; :func:`tfidf` explicitly). The inverse document
+    frequency is Signac's ``log(1 + n_cells / region total)`` with a
+    pseudo-count of 1 in the denominator, so regions that are never open get a
+    finite weight. Cells with no counts get row factor 0. Float64.
+    """
+    row = np.zeros(row_sums.shape[0])
+    np.divide(1.0, row_sums, out=row, where=row_sums > 0)
+    return row, np.log1p(row_sums.shape[0] / (1.0 + np.asarray(col_sums, dtype=np.float64)))
+
+
 def tfidf(R: sp.csr_matrix, copy: bool = True) -> sp.csr_matrix:
-    """TF-IDF of ATAC counts (as Signac's default): ``(x / cell total) · log(1 + n_cells / region total)``.
+    """TF-IDF of ATAC counts: ``(x / cell total) · log(1 + n_cells / (1 + region total))`` (:func:`tfidf_scales`).
 
     All-zero cells and regions stay zero.
     """
     R = R.copy() if copy else R
-    n = R.shape[0]
-    col = np.bincount(R.indices, weights=R.data, minlength=R.shape[1])
-    idf = np.log1p(n / np.maximum(col, 1e-12))
-    R = normalize_rows(R, copy=False)
-    R.data *= idf[R.indices].astype(R.dtype)
+    rows, cols = tfidf_scales(np.asarray(R.sum(axis=1), dtype=np.float64).ravel(),
+                              np.bincount(R.indices, weights=R.data, minlength=R.shape[1]))
+    scale_rows(R, rows)
+    R.data *= cols[R.indices].astype(R.dtype)
     return R
 
 
