@@ -50,8 +50,7 @@ from scipy.sparse.linalg import LinearOperator, svds
 from fastjmt.metrics import adjusted_rand_index
 from fastjmt.preprocess import normalize_log1p
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from evaluate import load_folder  # noqa: E402
+from evaluate import load_folder
 
 N_FOLDS = 5
 
@@ -261,7 +260,8 @@ def main(argv=None):
     for folder in a.folders:
         s, rows = ceiling(folder)
         out.append(f"| {s['dataset']} | {s['best_rna']:.3f} | {s['best_atac']:.3f} | {s['pooled']:.3f} | "
-                   f"{s['methods']} | {s['transfer_atac']:.3f} | {s['transfer_accuracy']:.3f} | {s['transfer_pooled']:.3f} | "
+                   f"{s['methods']} | {s['transfer_atac']:.3f} | {s['transfer_accuracy']:.3f} | "
+                   f"{s['transfer_pooled']:.3f} | "
                    f"{s['transfer_em_atac']:.3f} | {s['transfer_cca_atac']:.3f} | {s['transfer_cca_accuracy']:.3f} |")
         detail += [f"| {s['dataset']} | {r['modality']} | {r['method']} | {r['ari']:.3f} | {r['accuracy']:.3f} |"
                    for r in rows]

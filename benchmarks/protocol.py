@@ -53,8 +53,7 @@ import numpy as np
 
 import fastjmt
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from evaluate import load_folder  # noqa: E402
+from evaluate import load_folder
 
 SIZES = {"full": dict(n_rna=2000, n_atac=2000, n_genes=1000, n_regions=3000),
          "quick": dict(n_rna=600, n_atac=600, n_genes=400, n_regions=1200)}

@@ -121,7 +121,8 @@ def main(argv=None):
             print(f"low_memory={low_memory!s:<5} threads={nt}: epoch {te * 1e3:.1f} ms, sparse products "
                   f"{tp * 1e3:.1f} ms, epoch / products = {te / tp:.2f}")
         if len(res) == 2:
-            print(f"low_memory={low_memory!s:<5} epoch speed-up {threads} threads vs 1: {res[1][0] / res[threads][0]:.2f}")
+            speedup = res[1][0] / res[threads][0]
+            print(f"low_memory={low_memory!s:<5} epoch speed-up {threads} threads vs 1: {speedup:.2f}")
 
 
 if __name__ == "__main__":

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 import warnings
 
@@ -31,9 +30,8 @@ import numpy as np
 import fastjmt
 from fastjmt.metrics import adjusted_rand_index
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from evaluate import load_folder  # noqa: E402
-from protocol import SCENARIOS, SIZES, layout_from_labels  # noqa: E402
+from evaluate import load_folder
+from protocol import SCENARIOS, SIZES, layout_from_labels
 
 
 class Trace:
@@ -59,7 +57,8 @@ class Trace:
         relative change of S (max over modalities), relative loss change per epoch)."""
         a, b = self.labels[t - 1], self.labels[t - 1 - w]
         lab = max(float(np.mean(x != y)) for x, y in zip(a, b))
-        S = max(np.linalg.norm(x - y) / max(np.linalg.norm(x), 1e-300) for x, y in zip(self.S[t - 1], self.S[t - 1 - w]))
+        S = max(np.linalg.norm(x - y) / max(np.linalg.norm(x), 1e-300)
+                for x, y in zip(self.S[t - 1], self.S[t - 1 - w]))
         loss = abs(self.loss[t - 1 - w] - self.loss[t - 1]) / max(abs(self.loss[t - 1]), 1e-12) / w
         return lab, S, loss
 

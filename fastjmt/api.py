@@ -380,9 +380,10 @@ def fit(
         ``stop="answer"`` only: at a check where no cell changed cluster
         (share ≤ ``label_tol`` in both modalities) and the loss changed by at
         most ``10 · tol`` per epoch, but the answer has not settled, the
-        largest step is multiplied by this (0 < step_decay ≤ 1; 1 keeps it). Adam moves every logit by about the step size whatever
-        its gradient, so with a constant step the feature labels and S keep
-        jittering and the rule would never be met (docs/model.md).
+        largest step is multiplied by this (0 < step_decay ≤ 1; 1 keeps it).
+        Adam moves every logit by about the step size whatever its gradient,
+        so with a constant step the feature labels and S keep jittering and
+        the rule would never be met (docs/model.md).
     learning_rate : float
         Step size of the optimiser for the logits and S (with ``backtrack``,
         the largest step; the step in use is lower after an undone epoch).
@@ -536,7 +537,7 @@ def _schedule(opts: FitOptions) -> Schedule:
 
 def _run(prep: _Prepared, opts: FitOptions, threads: int):
     """The restarts (or their resumption), with the threads, Ctrl-C and the verbose logger set up and restored."""
-    if opts.resume is not None and opts.random_state is None:  # the seeds were drawn fresh: take them from the checkpoint
+    if opts.resume is not None and opts.random_state is None:  # seeds drawn fresh: the checkpoint's
         seeds = list(ckpt.read_meta(opts.resume).get("fingerprint", {}).get("seeds", []))
         if len(seeds) != opts.n_init:
             seeds = restart_seeds(opts.random_state, opts.n_init)

@@ -46,7 +46,8 @@ def _igraph():
     try:
         import igraph
     except ImportError as e:  # pragma: no cover - depends on the environment
-        raise ImportError("graph clustering needs igraph: pip install 'fastjmt[cluster]' (or: pip install igraph)") from e
+        raise ImportError("graph clustering needs igraph: pip install 'fastjmt[cluster]' "
+                          "(or: pip install igraph)") from e
     return igraph
 
 
@@ -271,7 +272,8 @@ def merge_columns(programs_rna, programs_atac, columns_rna, columns_atac, n_shar
     cols = []
     for c, P, name in ((columns_rna, P_r, "columns_rna"), (columns_atac, P_a, "columns_atac")):
         c = np.asarray(c)
-        if c.shape != (P.shape[0],) or not np.issubdtype(c.dtype, np.integer) or (c.size and (c.min() < 0 or c.max() >= K)):
+        bad = c.shape != (P.shape[0],) or not np.issubdtype(c.dtype, np.integer)
+        if bad or (c.size and (c.min() < 0 or c.max() >= K)):
             raise ValueError(f"{name} must hold one column in 0 … {K - 1} per cell ({P.shape[0]} cells)")
         cols.append(c.astype(np.int64))
     E = np.vstack([_standardize_columns(P_r), _standardize_columns(P_a)])

@@ -1,4 +1,5 @@
-"""Checkpoints: atomic writes, resume equals an uninterrupted fit, Ctrl-C keeps the state, a kill mid-write is harmless."""
+"""Checkpoints: atomic writes, resume equals an uninterrupted fit, Ctrl-C keeps the state, a kill mid-write is
+harmless."""
 
 import os
 import signal

@@ -3,7 +3,6 @@
 import logging
 import warnings
 
-import numpy as np
 import pytest
 import scipy.sparse as sp
 

@@ -1,5 +1,6 @@
 """The package surface: ``import fastjmt`` is cheap and every public name resolves."""
 
+import os
 import subprocess
 import sys
 
@@ -33,3 +34,12 @@ def test_simulate_stays_the_function_after_its_module_is_imported():
 def test_unknown_attribute_is_an_attribute_error():
     with pytest.raises(AttributeError, match="no attribute 'not_a_thing'"):
         fastjmt.not_a_thing
+
+
+def test_ruff_finds_nothing():
+    """The linter (ruff, in the ``test`` extra; settings in pyproject.toml) passes on the package, tests,
+    benchmarks and docs examples."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    proc = subprocess.run([sys.executable, "-m", "ruff", "check", "fastjmt", "tests", "benchmarks", "docs"],
+                          cwd=root, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -7,7 +7,6 @@ import os
 import sys
 
 import anndata
-import numpy as np
 
 import fastjmt
 from fastjmt.adata import fit_anndata
