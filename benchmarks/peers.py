@@ -68,8 +68,7 @@ def run_fastjmt(data_dir: str, out: str, seed: int, threads: int, warmup: bool =
 
     t_all = time.perf_counter()
     import fastjmt
-    sys.path.insert(0, HERE)
-    from evaluate import load_folder
+    from evaluate import load_folder  # this script's folder is on sys.path (run as a script)
     from protocol import layout_from_labels
 
     if warmup:  # fills the Numba cache; nothing measured

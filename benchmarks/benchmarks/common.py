@@ -16,7 +16,6 @@ there, so Numba compiles (or loads its cache) before any timed method runs.
 from __future__ import annotations
 
 import os
-import sys
 import warnings
 
 import numba
@@ -27,9 +26,6 @@ from fastjmt import preprocess as pp
 from fastjmt.problem import build_problem
 
 PROFILE = os.environ.get("FASTJMT_BENCH_PROFILE", "fast")
-
-# benchmarks/ itself (protocol.py, evaluate.py) importable from the suites
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 #: cells per modality, genes, regions, RNA depth, ATAC accessibility
 SIZES = {
