@@ -43,3 +43,18 @@ def test_ruff_finds_nothing():
     proc = subprocess.run([sys.executable, "-m", "ruff", "check", "fastjmt", "tests", "benchmarks", "docs"],
                           cwd=root, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_every_module_is_on_the_map_of_the_code():
+    """docs/architecture.md names every module of the package (the map must not fall behind the code)."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with open(os.path.join(root, "docs", "architecture.md"), encoding="utf-8") as fh:
+        text = fh.read()
+    missing = []
+    for folder, _, files in os.walk(os.path.join(root, "fastjmt")):
+        for name in files:
+            if name.endswith(".py"):
+                rel = os.path.relpath(os.path.join(folder, name), root).replace(os.sep, "/")
+                if f"`{rel}`" not in text and not (name == "__init__.py" and "kernels" in rel):
+                    missing.append(rel)
+    assert not missing, missing
