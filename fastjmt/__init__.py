@@ -23,6 +23,7 @@ _LAZY = {
     "ConvergenceWarning": "errors",
     "DEFAULT_WEIGHTS": "options",
     "CheckpointError": "errors",
+    "JMT": "estimator",
     "JMTResult": "api",
     "KSelection": "model_selection",
     "LinkCoverageWarning": "errors",
@@ -47,7 +48,15 @@ _LAZY = {
 __all__ = sorted(_LAZY)
 
 
+#: submodules reachable as attributes (``fastjmt.tl.jmt``), imported on first use
+_SUBMODULES = ("tl",)
+
+
 def __getattr__(name):
+    if name in _SUBMODULES:
+        value = _importlib.import_module(f".{name}", __name__)
+        globals()[name] = value
+        return value
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'fastjmt' has no attribute {name!r}")
@@ -57,4 +66,4 @@ def __getattr__(name):
 
 
 def __dir__():
-    return sorted(set(globals()) | set(_LAZY))
+    return sorted(set(globals()) | set(_LAZY) | set(_SUBMODULES))

@@ -5,6 +5,12 @@
     scJMT and prints the ARI per modality and pooled, the epochs and the time.
     ``--scenario unequal`` runs the paper's scenario 2 shape (RNA three types,
     ATAC two, two shared).
+``fastjmt transform --model DIR --rna NEW [--atac NEW] --out DIR2``
+    Maps new cells onto the fit ``fastjmt fit`` wrote to DIR, without
+    refitting it (:func:`fastjmt.transform.map_cells`); features are matched
+    by name when both sides have names (``genes.txt`` / ``regions.txt`` in
+    DIR), else by position. Writes ``clusters_rna.tsv`` / ``clusters_atac.tsv``
+    and ``mapped.npz`` (memberships and program activities) to DIR2.
 ``fastjmt fit --rna RNA --atac ATAC (--gene-activity GA | --genes GTF) --n-shared N --out DIR``
     Fits files on disk (``.h5ad``, ``.npz`` scipy sparse, ``.mtx`` Matrix
     Market, cells × features; or 10x Genomics output: a Cell Ranger ``.h5``
@@ -43,6 +49,16 @@ def main(argv=None) -> int:
                 raise
             msg = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
             print(f"fastjmt fit: error: {' '.join(msg.split())}", file=sys.stderr)
+            return 2
+    if argv and argv[0] == "transform":
+        debug = "--debug" in argv
+        try:
+            return transform_files([a for a in argv[1:] if a != "--debug"])
+        except (UsageError, ValueError, TypeError, KeyError, OSError, ImportError) as exc:
+            if debug:
+                raise
+            msg = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
+            print(f"fastjmt transform: error: {' '.join(msg.split())}", file=sys.stderr)
             return 2
     if argv and argv[0] == "demo":
         argv = argv[1:]
@@ -237,6 +253,9 @@ def fit_files(argv) -> int:
     for w in caught_all:  # one line each, no library file and line
         print(f"fastjmt: warning: {' '.join(str(w.message).split())}", file=sys.stderr)
     paths = write_report(res, a.out, rna_cells, atac_cells, *labels)
+    for fname, cands in (("genes.txt", gcands), ("regions.txt", rcands)):  # for `fastjmt transform`
+        if cands is not None:
+            np.savetxt(os.path.join(a.out, fname), np.asarray(cands[0]).astype(str), fmt="%s")
     cov = genome.LinkCoverage(res.link_coverage["n_genes"], res.link_coverage["n_regions"],
                               res.link_coverage["genes_linked"], res.link_coverage["regions_linked"])
     print(f"gene activity: {cov}")
@@ -339,6 +358,62 @@ def demo(argv) -> int:
         lo, hi = res.n_shared, res.n_shared + res.n_rna_only
         share = np.mean((res.columns_atac >= lo) & (res.columns_atac < hi))
         print(f"ATAC cells in RNA-only clusters: {100 * share:.2f}%")
+    return 0
+
+
+
+
+def transform_files(argv) -> int:
+    """``fastjmt transform``: new cells on disk mapped onto a fit on disk (see the module docstring)."""
+    from .api import load_result
+    from .transform import map_cells
+
+    ap = argparse.ArgumentParser(prog="fastjmt transform",
+                                 description="Map new cells onto a fit written by `fastjmt fit`, without refitting it.")
+    ap.add_argument("--model", required=True, help="the --out folder of `fastjmt fit` (or its result.npz)")
+    ap.add_argument("--rna", help="new RNA cells (.h5ad, .npz, .mtx, 10x .h5 or folder)")
+    ap.add_argument("--atac", help="new ATAC cells")
+    ap.add_argument("--rna-layer")
+    ap.add_argument("--atac-layer")
+    ap.add_argument("--out", required=True, help="output folder")
+    ap.add_argument("--debug", action="store_true", help="show Python tracebacks for input errors")
+    a = ap.parse_args(argv)
+    if a.rna is None and a.atac is None:
+        raise UsageError("pass --rna, --atac or both (the new cells)")
+    folder = a.model if os.path.isdir(a.model) else os.path.dirname(os.path.abspath(a.model))
+    path = os.path.join(a.model, "result.npz") if os.path.isdir(a.model) else a.model
+    if not os.path.isfile(path):
+        raise UsageError(f"--model {a.model}: no result.npz (pass the --out folder of `fastjmt fit`)")
+    res = _wrap("--model", path, lambda: load_result(path))
+    matrices, cells = {}, {}
+    for name, p, layer, opt, fname in (("rna", a.rna, a.rna_layer, "--rna", "genes.txt"),
+                                       ("atac", a.atac, a.atac_layer, "--atac", "regions.txt")):
+        if p is None:
+            continue
+        M, rows, cols = _wrap(opt, p, lambda p=p, layer=layer, opt=opt: _read(p, layer, opt))
+        M = M.tocsr()
+        names_path = os.path.join(folder, fname)
+        if cols is not None and os.path.isfile(names_path):
+            want = np.loadtxt(names_path, dtype=str, delimiter="\t", ndmin=1)
+            index = {n: i for i, n in enumerate(np.asarray(cols).astype(str))}
+            missing = [n for n in want if n not in index]
+            if missing:
+                raise UsageError(f"{opt} {p}: lacks {len(missing)} of the model's features, e.g. {missing[:3]}")
+            M = M[:, [index[n] for n in want]]
+        cells[name] = np.arange(M.shape[0]).astype(str) if rows is None else np.asarray(rows).astype(str)
+        matrices[name] = M
+    mapped = map_cells(res, **matrices)
+    os.makedirs(a.out, exist_ok=True)
+    arrays = {}
+    for name, m in mapped.items():
+        with open(os.path.join(a.out, f"clusters_{name}.tsv"), "w") as fh:
+            fh.write("cell\tcluster\tcolumn\n")
+            fh.writelines(f"{c}\t{k}\t{j}\n" for c, k, j in zip(cells[name], m["labels"], m["columns"]))
+        arrays[f"C_{name}"], arrays[f"programs_{name}"] = m["C"], m["programs"]
+        print(f"{name}: {m['C'].shape[0]} cells mapped in {m['n_iter']} iterations; cells per cluster: "
+              f"{np.bincount(m['labels'], minlength=res.n_clusters).tolist()}")
+    np.savez_compressed(os.path.join(a.out, "mapped.npz"), **arrays)
+    print(f"written: {a.out}")
     return 0
 
 

@@ -196,7 +196,6 @@ def fit_anndata(
     non-count RNA), attributed to the line that called ``fit_anndata``.
     """
     _require_anndata()
-    import pandas as pd
 
     rna_ad, atac_ad, _ = _split(rna, atac, mod_rna, mod_atac)
     n_shared, n_rna_only, n_atac_only = check_layout(n_shared, n_rna_only, n_atac_only)
@@ -224,6 +223,25 @@ def fit_anndata(
             continue  # already warned, with names, when the links were built
         warnings.warn(w.message, w.category, stacklevel=2)
 
+    write_results(rna_ad, atac_ad, res, key, gene_idx, fit_kwargs)
+    return res
+
+
+def write_results(rna_ad, atac_ad, res: JMTResult, key: str, gene_idx=None, params=None, *,
+                  obsm_key: Optional[str] = None, varm_key: Optional[str] = None) -> None:
+    """Write a fit into the RNA and ATAC AnnData objects (the keys of the module docstring).
+
+    ``obsm_key`` / ``varm_key`` name the memberships in ``.obsm`` / ``.varm``
+    (default ``X_<key>`` and ``<key>_C``); the program activities go to
+    ``.obsm[obsm_key + "_programs"]``. ``gene_idx``: the genes fitted (others
+    get NaN rows in ``.varm``). ``.uns[key]`` also holds what mapping new cells
+    needs (``b_genes`` / ``b_regions``, ``model``).
+    """
+    import pandas as pd
+
+    obsm_key = f"X_{key}" if obsm_key is None else obsm_key
+    varm_key = f"{key}_C" if varm_key is None else varm_key
+    params = params or {}
     names = [f"{key}_{k}" for k in range(res.n_clusters)]
     columns = [f"{key}_column_{k}" for k in range(res.K)]
     uns = {
@@ -234,15 +252,18 @@ def fit_anndata(
         "cluster_names": names, "link_coverage": dict(res.link_coverage or {}),
         "column_clusters": (np.arange(res.K) if res.column_clusters is None else res.column_clusters),
         "resolution": -1.0 if res.resolution is None else float(res.resolution),
-        "params": {k: v for k, v in fit_kwargs.items() if isinstance(v, (int, float, str, bool))},
+        "params": {k: v for k, v in params.items() if isinstance(v, (int, float, str, bool))},
+        "b_genes": res.b_genes, "b_regions": res.b_regions,
+        "genes_fitted": np.arange(res.C_genes.shape[0]) if gene_idx is None else np.asarray(gene_idx),
+        "model": {k: v for k, v in (res.model or {}).items() if v is not None},
     }
     for ad, C, P, empty, labels, cols, Cf, idx in (
             (rna_ad, res.C_rna, res.programs_rna, res.empty_rna, res.labels_rna, res.columns_rna, res.C_genes,
              gene_idx),
             (atac_ad, res.C_atac, res.programs_atac, res.empty_atac, res.labels_atac, res.columns_atac,
              res.C_regions, None)):
-        ad.obsm[f"X_{key}"] = C
-        ad.obsm[f"X_{key}_programs"] = P
+        ad.obsm[obsm_key] = C
+        ad.obsm[f"{obsm_key}_programs"] = P
         cluster = np.asarray(names, dtype=object)[labels]
         cluster[empty] = None  # no data, no cluster
         ad.obs[f"{key}_cluster"] = pd.Categorical(cluster, categories=names)
@@ -252,6 +273,39 @@ def fit_anndata(
         ad.obs[f"{key}_empty"] = np.asarray(empty, dtype=bool)
         full = np.full((ad.n_vars, res.K), np.nan, dtype=Cf.dtype)
         full[idx if idx is not None else slice(None)] = Cf
-        ad.varm[f"{key}_C"] = full
+        ad.varm[varm_key] = full
         ad.uns[key] = dict(uns)
-    return res
+
+
+def result_from_anndata(rna_ad, atac_ad, key: str, obsm_key: Optional[str] = None,
+                        varm_key: Optional[str] = None) -> JMTResult:
+    """The fit :func:`write_results` wrote under ``key``, as a :class:`JMTResult` (for mapping new cells).
+
+    Raises
+    ------
+    KeyError
+        Nothing was written under ``key``, or it was written before new cells could be mapped (no ``model``).
+    """
+    obsm_key = f"X_{key}" if obsm_key is None else obsm_key
+    varm_key = f"{key}_C" if varm_key is None else varm_key
+    if key not in rna_ad.uns or "model" not in rna_ad.uns[key] or not len(rna_ad.uns[key]["model"]):
+        raise KeyError(f"no fastjmt fit under .uns[{key!r}] that new cells can be mapped onto: fit with "
+                       f"fastjmt.tl.jmt(..., key_added={key!r}) first")
+    u = rna_ad.uns[key]
+    genes = np.asarray(u["genes_fitted"])
+    cc = np.asarray(u["column_clusters"])
+    return JMTResult(
+        C_rna=np.asarray(rna_ad.obsm[obsm_key]), C_atac=np.asarray(atac_ad.obsm[obsm_key]),
+        C_genes=np.asarray(rna_ad.varm[varm_key])[genes], C_regions=np.asarray(atac_ad.varm[varm_key]),
+        S_rna=np.asarray(u["S_rna"]), S_atac=np.asarray(u["S_atac"]), b_rna=np.zeros(rna_ad.n_obs),
+        b_atac=np.zeros(atac_ad.n_obs), b_genes=np.asarray(u["b_genes"]), b_regions=np.asarray(u["b_regions"]),
+        loss_history=np.asarray(u["loss_history"]), n_iter=int(u["n_iter"]), converged=bool(u["converged"]),
+        seed=int(u["seed"]), n_shared=int(u["n_shared"]), n_rna_only=int(u["n_rna_only"]),
+        n_atac_only=int(u["n_atac_only"]), fit_seconds=0.0, restart_losses=np.zeros(1),
+        programs_rna=np.asarray(rna_ad.obsm[f"{obsm_key}_programs"]),
+        programs_atac=np.asarray(atac_ad.obsm[f"{obsm_key}_programs"]),
+        column_clusters=None if float(u["resolution"]) < 0 else cc,
+        empty_rna=np.asarray(rna_ad.obs[f"{key}_empty"], dtype=bool),
+        empty_atac=np.asarray(atac_ad.obs[f"{key}_empty"], dtype=bool),
+        model=dict(u["model"]),
+    )

@@ -115,6 +115,12 @@ class JMTResult:
         carry no data, so they get no confident membership: their rows of
         ``C_rna`` / ``C_atac`` are uniform (1/K) and their programs 0. Drop or
         flag them downstream (``fit_anndata`` writes ``.obs["<key>_empty"]``).
+    model : dict or None
+        What mapping new cells onto this fit needs besides the arrays
+        (:func:`fastjmt.transform.map_cells`): ``preprocess``, the RNA
+        preprocessing constants of the training cells (``rna_target_sum``,
+        ``rna_max_value``), ``dtype``, the weights ``a1`` … ``a6``,
+        ``init_scale`` and ``learning_rate``. JSON-able.
     """
 
     C_rna: np.ndarray
@@ -148,6 +154,7 @@ class JMTResult:
     link_coverage: Optional[dict] = None
     empty_rna: Optional[np.ndarray] = None
     empty_atac: Optional[np.ndarray] = None
+    model: Optional[dict] = None
 
     @property
     def columns_rna(self) -> np.ndarray:
@@ -493,6 +500,7 @@ class _Prepared:
     matrices: tuple  # (G, R, A) prepared CSR
     empty: dict  # modality -> bool per cell: no counts
     coverage: Any
+    rna_constants: dict  # preprocess.rna_constants of the training RNA (empty without preprocessing)
 
 
 def _prepare(rna, atac, gene_activity, opts: FitOptions) -> _Prepared:
@@ -516,13 +524,14 @@ def _prepare(rna, atac, gene_activity, opts: FitOptions) -> _Prepared:
                       "genes, so check the gene and contig names the links were built with", LinkCoverageWarning,
                       stacklevel=3)
     empty = {"rna": np.diff(G.indptr) == 0, "atac": np.diff(R.indptr) == 0}
+    constants = pp.rna_constants(G) if opts.preprocess else {}
     if opts.preprocess:
         # G, R and A are private copies (to_csr), so preprocessing may work in place
         G = pp.preprocess_rna(G, copy=False)
         R = pp.preprocess_atac(R, copy=False)
         A = pp.preprocess_gene_activity(A, copy=False)
     problem = build_problem(G, R, A, *opts.layout, opts.weights, opts.dtype, opts.low_memory)
-    return _Prepared(problem, (G, R, A), empty, coverage)
+    return _Prepared(problem, (G, R, A), empty, coverage, constants)
 
 
 def _schedule(opts: FitOptions) -> Schedule:
@@ -616,6 +625,9 @@ def _result(prep: _Prepared, outcome, opts: FitOptions, threads: int, t_start: f
         n_undone=best.undone, column_clusters=column_clusters, resolution=opts.resolution,
         stop_reason=best.stop_reason, answer_change=tuple(float(x) for x in best.change),
         link_coverage=prep.coverage.as_dict(), empty_rna=empty["rna"], empty_atac=empty["atac"],
+        model=dict(preprocess=opts.preprocess, rna_target_sum=prep.rna_constants.get("target_sum"),
+                   rna_max_value=prep.rna_constants.get("max_value"), dtype=np.dtype(opts.dtype).name,
+                   init_scale=opts.init_scale, learning_rate=opts.learning_rate, **opts.weights),
     )
 
 

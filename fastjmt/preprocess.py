@@ -115,12 +115,15 @@ def normalize_log1p(X: sp.csr_matrix, target_sum: float | None = None, copy: boo
     return X
 
 
-def scale_to_unit_max(X: sp.csr_matrix, copy: bool = True) -> sp.csr_matrix:
-    """Divide by the largest stored value so entries lie in [0, 1] (for nonnegative data)."""
+def scale_to_unit_max(X: sp.csr_matrix, copy: bool = True, max_value: float | None = None) -> sp.csr_matrix:
+    """Divide by the largest stored value so entries lie in [0, 1] (for nonnegative data).
+
+    ``max_value``: divide by this instead (a reference's largest value, for new cells mapped onto it).
+    """
     X = X.copy() if copy else X
-    m = X.data.max() if X.nnz else 0.0
+    m = (X.data.max() if X.nnz else 0.0) if max_value is None else max_value
     if m > 0:
-        X.data /= m
+        X.data /= X.data.dtype.type(m) if max_value is not None else m
     return X
 
 
@@ -141,9 +144,29 @@ def normalize_rows(X: sp.csr_matrix, copy: bool = True) -> sp.csr_matrix:
     return X
 
 
-def preprocess_rna(G: sp.csr_matrix, copy: bool = True) -> sp.csr_matrix:
-    """RNA default: library-size normalisation + log1p, then scaled to a maximum of 1."""
-    return scale_to_unit_max(normalize_log1p(G, copy=copy), copy=False)
+def preprocess_rna(G: sp.csr_matrix, copy: bool = True, target_sum: float | None = None,
+                   max_value: float | None = None) -> sp.csr_matrix:
+    """RNA default: library-size normalisation + log1p, then scaled to a maximum of 1.
+
+    ``target_sum`` and ``max_value`` default to this matrix's own (see :func:`rna_constants`);
+    new cells mapped onto a fitted model take the model's.
+    """
+    return scale_to_unit_max(normalize_log1p(G, target_sum=target_sum, copy=copy), copy=False, max_value=max_value)
+
+
+def rna_constants(G: sp.csr_matrix) -> dict:
+    """The two numbers :func:`preprocess_rna` derives from the whole matrix: ``target_sum`` (the median
+    nonzero library size) and ``max_value`` (the largest value after normalisation and log1p)."""
+    lib = np.asarray(G.sum(axis=1), dtype=np.float64).ravel()
+    nz = lib[lib > 0]
+    target = float(np.median(nz)) if nz.size else 1.0
+    scale = np.zeros_like(lib)
+    np.divide(target, lib, out=scale, where=lib > 0)
+    row_max = np.zeros_like(lib)
+    counts = np.diff(G.indptr)
+    if G.nnz:
+        row_max[counts > 0] = np.maximum.reduceat(G.data.astype(np.float64), G.indptr[:-1][counts > 0])
+    return {"target_sum": target, "max_value": float(np.log1p(np.max(row_max * scale))) if G.nnz else 0.0}
 
 
 def preprocess_atac(R: sp.csr_matrix, copy: bool = True) -> sp.csr_matrix:

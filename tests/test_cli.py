@@ -147,3 +147,28 @@ def test_fit_command_checks_label_files_before_the_fit(files, capsys):
     assert not (root / "o_short").exists()  # refused before any work
     assert cli.main(argv + ["--resolution", "-1"]) == 2
     assert "--resolution" in capsys.readouterr().err
+
+
+def test_transform_command_maps_new_cells_onto_a_fit(files, capsys):
+    d, root = files
+    out = root / "out_tr"
+    assert cli.main(["fit", "--rna", str(root / "rna.npz"), "--atac", str(root / "atac.mtx"),
+                     "--gene-activity", str(root / "ga.npz"), "--n-shared", "2", "--n-rna-only", "1",
+                     "--out", str(out)]) == 0
+    sp.save_npz(root / "new_rna.npz", d.rna.tocsr()[:25])
+    mapped = root / "mapped"
+    capsys.readouterr()
+    assert cli.main(["transform", "--model", str(out), "--rna", str(root / "new_rna.npz"),
+                     "--out", str(mapped)]) == 0
+    assert "25 cells mapped" in capsys.readouterr().out
+    table = np.loadtxt(mapped / "clusters_rna.tsv", dtype=str, skiprows=1)
+    fitted = np.loadtxt(out / "clusters_rna.tsv", dtype=str, skiprows=1)
+    assert table.shape == (25, 3) and (table[:, 1] == fitted[:25, 1]).all()
+    with np.load(mapped / "mapped.npz") as z:
+        assert z["C_rna"].shape == (25, 3)
+    assert cli.main(["transform", "--model", str(root / "nowhere"), "--rna", str(root / "new_rna.npz"),
+                     "--out", str(mapped)]) == 2
+    assert "--model" in capsys.readouterr().err
+    sp.save_npz(root / "bad_rna.npz", d.rna.tocsr()[:5, :50])
+    assert cli.main(["transform", "--model", str(out), "--rna", str(root / "bad_rna.npz"), "--out", str(mapped)]) == 2
+    assert "features" in capsys.readouterr().err

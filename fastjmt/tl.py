@@ -1,0 +1,147 @@
+"""scanpy-style tools: ``fastjmt.tl.jmt`` fits and writes into the AnnData objects, ``jmt_transform`` maps new cells.
+
+As scanpy's ``tl`` functions: results under a key the caller chooses
+(``key_added``), in place by default, or on copies that are returned
+(``copy=True``). For a fit under ``key_added="jmt"``:
+
+==============================  ================================================
+``.obsm["jmt"]``                cell memberships C (cells × K)
+``.obsm["jmt_programs"]``       program activities (cells × K, continuous): the
+                                representation for ``sc.pp.neighbors(adata,
+                                use_rep="jmt_programs")`` and UMAP
+``.obs["jmt_cluster"]``         the recommended clusters (categorical, the same
+                                names in both modalities)
+``.obs["jmt_column"]``          the argmax column; ``.obs["jmt_empty"]``: cells
+                                without counts
+``.varm["jmt"]``                feature memberships (features × K)
+``.uns["jmt"]``                 S, loss history, layout, link coverage, the
+                                parameters and what mapping new cells needs
+==============================  ================================================
+
+Needs the ``anndata`` extra (``pip install "fastjmt[anndata]"``).
+"""
+
+from __future__ import annotations
+
+import warnings
+
+from .adata import _split, fit_anndata, result_from_anndata, write_results
+
+
+def _pair(data, mod_rna, mod_atac):
+    if isinstance(data, (tuple, list)):
+        if len(data) != 2:
+            raise TypeError("pass a MuData or a pair (rna_adata, atac_adata)")
+        return data[0], data[1], None
+    return _split(data, None, mod_rna, mod_atac)
+
+
+def jmt(data, *, n_shared: int, n_rna_only: int = 0, n_atac_only: int = 0, key_added: str = "jmt",
+        copy: bool = False, mod_rna: str = "rna", mod_atac: str = "atac", **kwargs):
+    """Fit scJMT on a MuData (modalities ``mod_rna``, ``mod_atac``) or a pair ``(rna, atac)`` of AnnData.
+
+    Parameters
+    ----------
+    data : MuData or tuple of AnnData
+        RNA cells × genes and ATAC cells × regions (raw counts in ``.X`` or a layer).
+    n_shared, n_rna_only, n_atac_only : int
+        The cluster layout (see :func:`fastjmt.fit`).
+    key_added : str
+        Key of every result (see the module docstring).
+    copy : bool
+        Work on copies and return them; otherwise write in place and return None.
+    **kwargs
+        Passed to :func:`fastjmt.adata.fit_anndata` (``gene_activity``, ``genes``, layers, ``n_top_genes``)
+        and on to :func:`fastjmt.fit` (weights, ``max_iter``, ``random_state``, …).
+
+    Returns
+    -------
+    None, or the copies (the MuData, or the ``(rna, atac)`` pair) when ``copy``.
+
+    Raises
+    ------
+    The errors of :func:`fastjmt.fit` and :func:`fastjmt.adata.fit_anndata`, before anything is written.
+    """
+    if copy:
+        data = data.copy() if not isinstance(data, (tuple, list)) else type(data)(ad.copy() for ad in data)
+    rna_ad, atac_ad, _ = _pair(data, mod_rna, mod_atac)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        res = fit_anndata(rna_ad, atac_ad, n_shared=n_shared, n_rna_only=n_rna_only, n_atac_only=n_atac_only,
+                          key=key_added, **kwargs)
+    for w in caught:  # re-issued at the caller's line
+        warnings.warn(w.message, w.category, stacklevel=2)
+    # fit_anndata writes X_<key> and <key>_C; the tl keys are the key itself (scanpy's key_added convention)
+    genes = rna_ad.uns[key_added]["genes_fitted"]
+    for ad in (rna_ad, atac_ad):
+        for old in (f"X_{key_added}", f"X_{key_added}_programs"):
+            del ad.obsm[old]
+        del ad.varm[f"{key_added}_C"]
+    write_results(rna_ad, atac_ad, res, key_added, genes if len(genes) < rna_ad.n_vars else None,
+                  rna_ad.uns[key_added]["params"], obsm_key=key_added, varm_key=key_added)
+    return data if copy else None
+
+
+def jmt_transform(new, reference, *, key: str = "jmt", key_added: str | None = None, copy: bool = False,
+                  mod_rna: str = "rna", mod_atac: str = "atac", rna_layer=None, atac_layer=None,
+                  max_iter: int = 100):
+    """Map new cells onto the fit stored under ``key`` in ``reference`` (by :func:`jmt`), without refitting it.
+
+    Parameters
+    ----------
+    new : AnnData, MuData or tuple
+        New cells: an RNA AnnData (its ``var_names`` must include the reference's genes), a MuData with
+        either modality, or a pair ``(rna, atac)`` (either may be None).
+    reference : MuData or tuple of AnnData
+        The data :func:`jmt` wrote into.
+    key : str
+        The reference fit's ``key_added``.
+    key_added : str, optional
+        Key of the new cells' results (default: ``key``): ``.obsm[key_added]``,
+        ``.obsm[key_added + "_programs"]``, ``.obs[key_added + "_cluster"]`` (the reference's cluster names).
+    copy : bool
+        Work on copies and return them; otherwise write in place and return None.
+
+    Raises
+    ------
+    KeyError
+        No fit under ``key`` in ``reference``, or a reference feature missing from the new cells.
+    """
+    import pandas as pd
+
+    from .adata import read_matrix
+    from .transform import map_cells
+
+    key_added = key if key_added is None else key_added
+    ref_rna, ref_atac, _ = _pair(reference, mod_rna, mod_atac)
+    result = result_from_anndata(ref_rna, ref_atac, key, obsm_key=key, varm_key=key)
+    if copy:
+        new = new.copy() if not isinstance(new, (tuple, list)) else type(new)(
+            None if ad is None else ad.copy() for ad in new)
+    if isinstance(new, (tuple, list)):
+        new_rna, new_atac = new
+    elif hasattr(new, "mod"):
+        new_rna, new_atac = new.mod.get(mod_rna), new.mod.get(mod_atac)
+    else:
+        new_rna, new_atac = new, None
+    genes = ref_rna.var_names[ref_rna.uns[key]["genes_fitted"]]
+    matrices = {}
+    for name, ad, features, layer in (("rna", new_rna, genes, rna_layer),
+                                      ("atac", new_atac, ref_atac.var_names, atac_layer)):
+        if ad is None:
+            continue
+        missing = features.difference(ad.var_names)
+        if len(missing):
+            raise KeyError(f"the new {name} cells lack {len(missing)} of the reference's features, e.g. "
+                           f"{list(missing[:3])}; pass them over the reference's features")
+        matrices[name] = read_matrix(ad, layer)[:, ad.var_names.get_indexer(features)]
+    mapped = map_cells(result, max_iter=max_iter, **matrices)
+    names = list(ref_rna.uns[key]["cluster_names"])
+    for name, ad in (("rna", new_rna), ("atac", new_atac)):
+        if name not in mapped:
+            continue
+        m = mapped[name]
+        ad.obsm[key_added] = m["C"]
+        ad.obsm[f"{key_added}_programs"] = m["programs"]
+        ad.obs[f"{key_added}_cluster"] = pd.Categorical([names[k] for k in m["labels"]], categories=names)
+    return new if copy else None
