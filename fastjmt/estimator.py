@@ -253,7 +253,10 @@ class JMT:
             meta = json.load(fh)
         if meta.get("format") != MODEL_FORMAT:
             raise ValueError(f"{os.fspath(path)!r} holds format {meta.get('format')!r}, expected {MODEL_FORMAT!r}")
-        est = cls(**{k: v for k, v in meta["params"].items() if k in PARAMS})
+        params = {k: v for k, v in meta["params"].items() if k in PARAMS}
+        if "dtype" in params:  # saved by name: back to the NumPy type fit's signature uses
+            params["dtype"] = np.dtype(params["dtype"]).type
+        est = cls(**params)
         est._set_fitted(load_result(os.path.join(path, "result.npz")))
         return est
 
