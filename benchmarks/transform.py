@@ -14,6 +14,9 @@ modality's cells, and the transform of the held-out 20 %. Printed:
     on all cells. The two fits number their clusters differently: each
     cluster of the 80 % fit is matched to the all-cells cluster that most of
     its *training* cells are in, and only then are the held-out cells compared.
+``agree_*_train``
+    the same for the *training* cells of the 80 % fit: how far two fits of
+    the same cells agree at all, the ceiling of ``agree_*``.
 ``ari_*_mapped`` / ``ari_*_full``
     ARI against the true labels of the held-out cells: mapped, and as
     clustered by the fit on all cells.
@@ -76,6 +79,8 @@ def run(folder, seed):
     for m in ("rna", "atac"):
         got = np.array([match.get(int(k), -1) for k in mapped[m]["labels"]])
         row[f"agree_{m}"] = round(float(np.mean(got == full_labels[m][held[m]])), 4)
+        fitted = np.array([match.get(int(k), -1) for k in part_labels[m]])
+        row[f"agree_{m}_train"] = round(float(np.mean(fitted == full_labels[m][train[m]])), 4)
         row[f"ari_{m}_mapped"] = round(fastjmt.adjusted_rand_index(truth[m][held[m]], mapped[m]["labels"]), 4)
         row[f"ari_{m}_full"] = round(fastjmt.adjusted_rand_index(truth[m][held[m]], full_labels[m][held[m]]), 4)
     cols = mapped["atac"]["columns"]
