@@ -252,7 +252,11 @@ def fit_files(argv) -> int:
     caught_all += [w for w in caught if not (built and issubclass(w.category, genome.LinkCoverageWarning))]
     for w in caught_all:  # one line each, no library file and line
         print(f"fastjmt: warning: {' '.join(str(w.message).split())}", file=sys.stderr)
-    paths = write_report(res, a.out, rna_cells, atac_cells, *labels)
+    with warnings.catch_warnings(record=True) as caught:  # e.g. the embedding's: one line each, as above
+        warnings.simplefilter("always")
+        paths = write_report(res, a.out, rna_cells, atac_cells, *labels)
+    for w in caught:
+        print(f"fastjmt: warning: {' '.join(str(w.message).split())}", file=sys.stderr)
     for fname, cands in (("genes.txt", gcands), ("regions.txt", rcands)):  # for `fastjmt transform`
         if cands is not None:
             np.savetxt(os.path.join(a.out, fname), np.asarray(cands[0]).astype(str), fmt="%s")
@@ -380,6 +384,8 @@ def transform_files(argv) -> int:
     a = ap.parse_args(argv)
     if a.rna is None and a.atac is None:
         raise UsageError("pass --rna, --atac or both (the new cells)")
+    if os.path.exists(a.out) and not os.path.isdir(a.out):
+        raise UsageError(f"--out {a.out}: is a file; pass a folder (it is created if needed)")
     folder = a.model if os.path.isdir(a.model) else os.path.dirname(os.path.abspath(a.model))
     path = os.path.join(a.model, "result.npz") if os.path.isdir(a.model) else a.model
     if not os.path.isfile(path):
@@ -396,22 +402,31 @@ def transform_files(argv) -> int:
         if cols is not None and os.path.isfile(names_path):
             want = np.loadtxt(names_path, dtype=str, delimiter="\t", ndmin=1)
             index = {n: i for i, n in enumerate(np.asarray(cols).astype(str))}
-            missing = [n for n in want if n not in index]
+            missing = [str(n) for n in want if n not in index]
             if missing:
-                raise UsageError(f"{opt} {p}: lacks {len(missing)} of the model's features, e.g. {missing[:3]}")
+                raise UsageError(f"{opt} {p}: lacks {len(missing)} of the model's features, e.g. "
+                                 f"{', '.join(missing[:3])}")
             M = M[:, [index[n] for n in want]]
+        elif cols is not None:
+            print(f"fastjmt: warning: {opt} {p} names its features but the model folder has no {fname}: features "
+                  "are matched by position (fit from named files to match by name)", file=sys.stderr)
         cells[name] = np.arange(M.shape[0]).astype(str) if rows is None else np.asarray(rows).astype(str)
         matrices[name] = M
-    mapped = map_cells(res, **matrices)
+    mapped = {}
+    for name, opt, p in (("rna", "--rna", a.rna), ("atac", "--atac", a.atac)):
+        if name in matrices:
+            mapped.update(_wrap(opt, p, lambda name=name: map_cells(res, **{name: matrices[name]})))
     os.makedirs(a.out, exist_ok=True)
     arrays = {}
     for name, m in mapped.items():
-        with open(os.path.join(a.out, f"clusters_{name}.tsv"), "w") as fh:
+        with open(os.path.join(a.out, f"clusters_{name}.tsv"), "w") as fh:  # NA: no counts, no call
             fh.write("cell\tcluster\tcolumn\n")
-            fh.writelines(f"{c}\t{k}\t{j}\n" for c, k, j in zip(cells[name], m["labels"], m["columns"]))
+            fh.writelines(f"{c}\t{'NA' if k < 0 else k}\t{'NA' if j < 0 else j}\n"
+                          for c, k, j in zip(cells[name], m["labels"], m["columns"]))
         arrays[f"C_{name}"], arrays[f"programs_{name}"] = m["C"], m["programs"]
-        print(f"{name}: {m['C'].shape[0]} cells mapped in {m['n_iter']} iterations; cells per cluster: "
-              f"{np.bincount(m['labels'], minlength=res.n_clusters).tolist()}")
+        print(f"{name}: {m['C'].shape[0]} cells mapped in {m['n_iter']} iterations ({int(m['empty'].sum())} "
+              f"without counts: NA); cells per cluster: "
+              f"{np.bincount(m['labels'][~m['empty']], minlength=res.n_clusters).tolist()}")
     np.savez_compressed(os.path.join(a.out, "mapped.npz"), **arrays)
     print(f"written: {a.out}")
     return 0

@@ -254,7 +254,8 @@ def write_results(rna_ad, atac_ad, res: JMTResult, key: str, gene_idx=None, para
         "resolution": -1.0 if res.resolution is None else float(res.resolution),
         "params": {k: v for k, v in params.items() if isinstance(v, (int, float, str, bool))},
         "b_genes": res.b_genes, "b_regions": res.b_regions,
-        "genes_fitted": np.arange(res.C_genes.shape[0]) if gene_idx is None else np.asarray(gene_idx),
+        # by name, so that a reference cut to these genes still maps new cells
+        "genes_fitted": np.asarray(rna_ad.var_names if gene_idx is None else rna_ad.var_names[gene_idx]).astype(str),
         "model": {k: v for k, v in (res.model or {}).items() if v is not None},
     }
     for ad, C, P, empty, labels, cols, Cf, idx in (
@@ -292,7 +293,10 @@ def result_from_anndata(rna_ad, atac_ad, key: str, obsm_key: Optional[str] = Non
         raise KeyError(f"no fastjmt fit under .uns[{key!r}] that new cells can be mapped onto: fit with "
                        f"fastjmt.tl.jmt(..., key_added={key!r}) first")
     u = rna_ad.uns[key]
-    genes = np.asarray(u["genes_fitted"])
+    genes = rna_ad.var_names.get_indexer(np.asarray(u["genes_fitted"]).astype(str))
+    if (genes < 0).any():
+        raise KeyError(f"the reference RNA AnnData lacks {int((genes < 0).sum())} of the {genes.size} genes the fit "
+                       f"under {key!r} used; keep them (var_names) to map new cells")
     cc = np.asarray(u["column_clusters"])
     return JMTResult(
         C_rna=np.asarray(rna_ad.obsm[obsm_key]), C_atac=np.asarray(atac_ad.obsm[obsm_key]),

@@ -26,10 +26,9 @@ from . import preprocess as pp
 from ._threads import fit_threads, resolve_n_threads
 from .driver import Schedule, fit_restarts
 from .errors import ConvergenceWarning, LinkCoverageWarning
-from .objective import TERMS
+from .objective import TERMS, program_activity
 from .options import DEFAULT_WEIGHTS, DEFAULTS, FitOptions, check_options, restart_seeds
-from .problem import Modality, Problem, build_problem
-from .products import spmm_all
+from .problem import Problem, build_problem
 from .validation import check_inputs, not_counts
 
 logger = logging.getLogger("fastjmt")
@@ -245,11 +244,17 @@ class JMTResult:
 
 def load_result(path) -> JMTResult:
     """Read a result written by :meth:`JMTResult.save` (no pickle involved)."""
-    with np.load(path, allow_pickle=False) as z:
-        meta = json.loads(str(z["_meta"]))
-        arrays = {k: z[k] for k in z.files if k != "_meta"}
-    if meta.pop("format", None) != "fastjmt-result-1":
-        raise ValueError(f"{path!r} is not a fastjmt result file")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            meta = json.loads(str(z["_meta"]))
+            arrays = {k: z[k] for k in z.files if k != "_meta"}
+    except (ValueError, KeyError, OSError, json.JSONDecodeError) as exc:
+        if isinstance(exc, FileNotFoundError):
+            raise
+        raise ValueError(f"{os.fspath(path)!r} is not a fastjmt result file (written by JMTResult.save): "
+                         f"{type(exc).__name__}") from None
+    if not isinstance(meta, dict) or meta.pop("format", None) != "fastjmt-result-1":
+        raise ValueError(f"{os.fspath(path)!r} is not a fastjmt result file")
     meta["loss_terms"] = tuple(meta["loss_terms"])
     meta["answer_change"] = tuple(meta.get("answer_change", ()))
     return JMTResult(**arrays, **meta)
@@ -629,20 +634,3 @@ def _result(prep: _Prepared, outcome, opts: FitOptions, threads: int, t_start: f
                    rna_max_value=prep.rna_constants.get("max_value"), dtype=np.dtype(opts.dtype).name,
                    init_scale=opts.init_scale, learning_rate=opts.learning_rate, **opts.weights),
     )
-
-
-def program_activity(mod: Modality, V: np.ndarray) -> np.ndarray:
-    """``(X V) / (X 1)`` per cell: the share of a cell's (preprocessed) signal in each feature cluster.
-
-    With negative values (``preprocess=False``) a row sum can be 0 or negative;
-    the denominator is then ``|X| 1`` for every cell, which keeps each program
-    activity finite and in [−1, 1]. Cells without data get 0.
-    """
-    XV = spmm_all(mod.X, mod.p, V)
-    data = mod.X[2]
-    denom = mod.row_sums
-    if data.size and data.min() < 0:
-        denom, _ = pp.row_sums(mod.X[0], np.abs(data))
-    out = np.zeros_like(XV, dtype=np.float64)
-    np.divide(XV, denom[:, None], out=out, where=denom[:, None] > 0)
-    return out.astype(V.dtype)

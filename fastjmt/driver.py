@@ -48,7 +48,7 @@ from . import objective as obj
 from .errors import CheckpointError, NonFiniteError
 from .objective import TERMS, LogitGrad
 from .problem import MODALITIES, Batch, Factors, Problem
-from .products import matmul, spmm, spmm_t
+from .products import spmm, spmm_t
 from .initialize import initialize
 from .progress import Progress
 
@@ -211,7 +211,7 @@ def _feature_step(problem, name, ep: _Epoch, params: dict, step: _Stepper, it: i
     """
     f, I, J = ep.f, ep.I, ep.J
     C_I, b_I, c_J = ep.take(f.C, I), ep.take(f.b, I), ep.take(f.c, J)
-    U_I = matmul(C_I, f.S)
+    U_I = obj.cell_factor(C_I, f.S)
     XtU = spmm_t(ep.mod.X, ep.mod.Xt, I, ep.batch.row_mask, J, ep.batch.col_mask, U_I)
     su = obj.side_stats(U_I, b_I) if ep.cell_side is None else ep.cell_side
     V_J = ep.take(f.Cf, J)
@@ -223,7 +223,7 @@ def _feature_step(problem, name, ep: _Epoch, params: dict, step: _Stepper, it: i
         obj.refit_biases(ep.mod, f, cells_first=False)
         return None
     sv = obj.refit_biases(ep.mod, f, cells_first=False, U=U_I, known=su)  # side_stats(Cf, c) at the new point
-    return obj.recon_term(ep.mod, ep.bs, obj.frob(V_J, XtU), U_I, obj.side_stats(U_I, f.b), V_J, sv, f.b, f.c)
+    return obj.recon_after_feature_step(ep.mod, ep.bs, XtU, U_I, V_J, sv, f.b, f.c)
 
 
 def _epoch(problem: Problem, params: dict, sched: Schedule, step: _Stepper, rng, it: int) -> dict:

@@ -155,6 +155,18 @@ class JMT:
             setattr(self, name, value)
         return self
 
+    def __sklearn_is_fitted__(self) -> bool:
+        """For ``sklearn.utils.validation.check_is_fitted``."""
+        return getattr(self, "result_", None) is not None
+
+    def __sklearn_tags__(self):
+        """scikit-learn's tags (only called by scikit-learn, so imported only then): an unsupervised
+        transformer whose fit takes sparse input and no target."""
+        from sklearn.utils import InputTags, Tags, TargetTags, TransformerTags
+
+        return Tags(estimator_type=None, target_tags=TargetTags(required=False),
+                    transformer_tags=TransformerTags(), input_tags=InputTags(sparse=True))
+
     def __repr__(self) -> str:
         changed = [f"{k}={v!r}" for k, v in self.get_params().items() if not _same(v, getattr(DEFAULTS, k))]
         return f"JMT({', '.join(changed)})"
@@ -231,7 +243,8 @@ class JMT:
         result = self._result()
         os.makedirs(path, exist_ok=True)
         result.save(os.path.join(path, "result.npz"))
-        params = {k: v for k, v in self.get_params().items() if _jsonable(v)}
+        params = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in self.get_params().items()}
+        params = {k: v for k, v in params.items() if _jsonable(v)}
         params["dtype"] = np.dtype(self.dtype).name
         with open(os.path.join(path, "params.json"), "w", encoding="utf-8") as fh:
             json.dump({"format": MODEL_FORMAT, "params": params}, fh, indent=1)
@@ -250,9 +263,14 @@ class JMT:
         from .api import load_result
 
         with open(os.path.join(path, "params.json"), encoding="utf-8") as fh:
-            meta = json.load(fh)
-        if meta.get("format") != MODEL_FORMAT:
-            raise ValueError(f"{os.fspath(path)!r} holds format {meta.get('format')!r}, expected {MODEL_FORMAT!r}")
+            try:
+                meta = json.load(fh)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{os.fspath(path)!r} is not a fastjmt model: params.json is not JSON "
+                                 f"({exc})") from None
+        if not isinstance(meta, dict) or meta.get("format") != MODEL_FORMAT:
+            found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+            raise ValueError(f"{os.fspath(path)!r} is not a fastjmt model: format {found!r}, expected {MODEL_FORMAT!r}")
         params = {k: v for k, v in meta["params"].items() if k in PARAMS}
         if "dtype" in params:  # saved by name: back to the NumPy type fit's signature uses
             params["dtype"] = np.dtype(params["dtype"]).type

@@ -27,10 +27,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from .objective import closed_form_bias, side_stats
+from .objective import fit_association
 from .preprocess import tfidf_scales
 from .problem import MODALITIES, Factors, Problem, softmax
-from .products import gram, matmul, spmm, spmm_t, spmm_t_full
+from .products import spmm, spmm_t, spmm_t_full
 
 
 # --------------------------------------------------------------------------- products in the data's dtype
@@ -273,29 +273,9 @@ def match_clusters(corr, n_shared):
 # --------------------------------------------------------------------------- S and biases
 
 
-def fit_S_and_biases(mod, f: Factors, ridge=1e-6):
-    """Least-squares ``S``, then closed-form biases, then ``S`` again given the biases (in place)."""
-    n, p = mod.n, mod.p
-    rows, mask = np.arange(n, dtype=np.int64), np.ones(p, np.uint8)
-    XV = spmm(mod.X, rows, mask, f.Cf)  # gram accumulates in float64
-    CtC = gram(f.C, f.C)
-    VtV = gram(f.Cf, f.Cf)
-    K = CtC.shape[0]
-    CtXV = gram(f.C, XV)
-    lam_c = ridge * max(np.trace(CtC), 1.0)
-    lam_v = ridge * max(np.trace(VtV), 1.0)
-    Ci = np.linalg.inv(CtC + lam_c * np.eye(K))
-    Vi = np.linalg.inv(VtV + lam_v * np.eye(K))
-    f.b[:] = 0
-    f.c[:] = 0
-    for _ in range(2):
-        # Cᵀ(X − b1ᵀ − 1cᵀ)V = CᵀXV − (Cᵀb)(Vᵀ1)ᵀ − (Cᵀ1)(Vᵀc)ᵀ
-        sc, sv = side_stats(f.C, f.b), side_stats(f.Cf, f.c)
-        rhs = CtXV - np.outer(sc.bias, sv.ones) - np.outer(sc.ones, sv.bias)
-        f.S[:] = (Ci @ rhs @ Vi).astype(f.S.dtype)
-        U = matmul(f.C, f.S)
-        f.b[:] = closed_form_bias(mod.row_sums, U, side_stats(f.Cf, f.c), p)
-        f.c[:] = closed_form_bias(mod.col_sums, f.Cf, side_stats(U, f.b), n)
+def fit_S_and_biases(mod, f: Factors):
+    """Least-squares ``S`` and closed-form biases of the start (:func:`fastjmt.objective.fit_association`)."""
+    fit_association(mod, f)
 
 
 # --------------------------------------------------------------------------- entry point

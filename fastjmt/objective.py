@@ -45,6 +45,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import kernels as kn
+from .preprocess import row_sums as abs_row_sums
 from .problem import MODALITIES, Batch, Factors, Modality, Problem
 from .products import frob, gram, masked_row_sums, matmul, spmm, spmm_all, spmm_t, spmm_t_full
 
@@ -156,6 +157,64 @@ def refit_biases(mod: Modality, f: Factors, cells_first: bool, U=None, known: Si
         last = side_stats(f.Cf, f.c)
         f.b[:] = closed_form_bias(mod.row_sums, U, last, mod.p)
     return last
+
+
+def cell_factor(C: np.ndarray, S: np.ndarray) -> np.ndarray:
+    """``U = C S``, the cell side of a reconstruction (rows × K, ``C``'s dtype)."""
+    return matmul(C, S)
+
+
+def recon_after_feature_step(mod: Modality, bs: "BatchStats", XtU: np.ndarray, U: np.ndarray, V: np.ndarray,
+                             sv: SideStats, b: np.ndarray, c: np.ndarray) -> float:
+    """The weighted reconstruction term after a full-batch feature step, read off the step's own product
+    ``XtU = Xᵀ U`` (no further pass over the data); ``sv = side_stats(V, c)`` at the new point."""
+    return recon_term(mod, bs, frob(V, XtU), U, side_stats(U, b), V, sv, b, c)
+
+
+def fit_association(mod: Modality, f: Factors, ridge: float = 1e-6) -> None:
+    """Least-squares ``S`` given C and V, then closed-form biases, then ``S`` again given them (in place).
+
+    ``S = (CᵀC + λ)⁻¹ Cᵀ(X − b1ᵀ − 1cᵀ)V (VᵀV + λ)⁻¹`` with ``Cᵀ(X − b1ᵀ − 1cᵀ)V = CᵀXV − (Cᵀb)(Vᵀ1)ᵀ −
+    (Cᵀ1)(Vᵀc)ᵀ`` and a ridge ``λ = ridge · max(tr, 1)`` on each Gram matrix: the minimiser of the
+    reconstruction term over S (the start's S; the couplings are left to the fit).
+    """
+    n, p = mod.n, mod.p
+    XV = spmm(mod.X, np.arange(n, dtype=np.int64), np.ones(p, np.uint8), f.Cf)  # gram accumulates in float64
+    CtC = gram(f.C, f.C)
+    VtV = gram(f.Cf, f.Cf)
+    K = CtC.shape[0]
+    CtXV = gram(f.C, XV)
+    lam_c = ridge * max(np.trace(CtC), 1.0)
+    lam_v = ridge * max(np.trace(VtV), 1.0)
+    Ci = np.linalg.inv(CtC + lam_c * np.eye(K))
+    Vi = np.linalg.inv(VtV + lam_v * np.eye(K))
+    f.b[:] = 0
+    f.c[:] = 0
+    for _ in range(2):
+        sc, sv = side_stats(f.C, f.b), side_stats(f.Cf, f.c)
+        rhs = CtXV - np.outer(sc.bias, sv.ones) - np.outer(sc.ones, sv.bias)
+        f.S[:] = (Ci @ rhs @ Vi).astype(f.S.dtype)
+        U = matmul(f.C, f.S)
+        f.b[:] = closed_form_bias(mod.row_sums, U, side_stats(f.Cf, f.c), p)
+        f.c[:] = closed_form_bias(mod.col_sums, f.Cf, side_stats(U, f.b), n)
+
+
+def program_activity(mod: Modality, V: np.ndarray, XV: np.ndarray = None) -> np.ndarray:
+    """``(X V) / (X 1)`` per cell: the share of a cell's (preprocessed) signal in each feature cluster.
+
+    With negative values (``preprocess=False``) a row sum can be 0 or negative;
+    the denominator is then ``|X| 1`` for every cell, which keeps each program
+    activity finite and in [−1, 1]. Cells without data get 0. ``XV``: the
+    product ``X V`` when the caller has it. In ``V``'s dtype.
+    """
+    XV = spmm_all(mod.X, mod.p, V) if XV is None else XV
+    data = mod.X[2]
+    denom = mod.row_sums
+    if data.size and data.min() < 0:
+        denom, _ = abs_row_sums(mod.X[0], np.abs(data))
+    out = np.zeros_like(XV, dtype=np.float64)
+    np.divide(XV, denom[:, None], out=out, where=denom[:, None] > 0)
+    return out.astype(V.dtype)
 
 
 # --------------------------------------------------------------------------- couplings and penalties

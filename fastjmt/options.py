@@ -141,7 +141,7 @@ def check_options(opts: FitOptions) -> FitOptions:
         window=check_count(opts.window, "window", 1),
         n_init=check_count(opts.n_init, "n_init", 1),
         tol=DEFAULT_TOL[opts.stop] if opts.tol is None else check_positive(opts.tol, "tol", allow_zero=True),
-        label_tol=check_positive(opts.label_tol, "label_tol", allow_zero=True),
+        label_tol=_share(opts.label_tol, "label_tol"),
         S_tol=check_positive(opts.S_tol, "S_tol", allow_zero=True),
         step_decay=check_fraction(opts.step_decay, "step_decay"),
         learning_rate=check_positive(opts.learning_rate, "learning_rate"),
@@ -173,3 +173,11 @@ def restart_seeds(random_state, n_init: int) -> list:
     if isinstance(random_state, numbers.Integral):
         seeds[0] = int(random_state)
     return seeds
+
+
+def _share(value, name: str) -> float:
+    """A share in [0, 1]."""
+    value = check_positive(value, name, allow_zero=True)
+    if value > 1:
+        raise ValueError(f"{name} is a share of cells and features, in [0, 1]; got {value}")
+    return value

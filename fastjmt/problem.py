@@ -146,6 +146,20 @@ def modality(X: sp.csr_matrix, weight: float, masked_cols, low_memory: bool = Fa
                     np.asarray(masked_cols, dtype=np.int64))
 
 
+def masked_columns(n_shared: int, n_rna_only: int, n_atac_only: int) -> dict:
+    """The columns of K each modality's cells must stay out of: the other modality's private clusters.
+
+    Columns are laid out shared first, then RNA-only, then ATAC-only.
+    """
+    K = n_shared + n_rna_only + n_atac_only
+    cols = np.arange(K)
+    return {"rna": cols[n_shared + n_rna_only:], "atac": cols[n_shared:n_shared + n_rna_only]}
+
+
+#: the reconstruction weight of each modality
+WEIGHT_OF = {"atac": "a1", "rna": "a2"}
+
+
 def build_problem(G: sp.csr_matrix, R: sp.csr_matrix, A: sp.csr_matrix, n_shared: int, n_rna_only: int,
                   n_atac_only: int, weights: dict, dtype, low_memory: bool = False) -> Problem:
     """The driver's view of prepared CSR inputs: raw arrays, transposes, sums, masks and weights.
@@ -154,13 +168,11 @@ def build_problem(G: sp.csr_matrix, R: sp.csr_matrix, A: sp.csr_matrix, n_shared
     of ``dtype`` (see :func:`fastjmt.preprocess.to_csr`).
     """
     K = n_shared + n_rna_only + n_atac_only
-    cols = np.arange(K)
-    rna_only_cols = cols[n_shared:n_shared + n_rna_only]
-    atac_only_cols = cols[n_shared + n_rna_only:]
+    masked = masked_columns(n_shared, n_rna_only, n_atac_only)
     At = transpose(A)
     return Problem(
-        atac=modality(R, weights["a1"], rna_only_cols, low_memory),
-        rna=modality(G, weights["a2"], atac_only_cols, low_memory),
+        atac=modality(R, weights[WEIGHT_OF["atac"]], masked["atac"], low_memory),
+        rna=modality(G, weights[WEIGHT_OF["rna"]], masked["rna"], low_memory),
         A=(A.indptr, A.indices, A.data),
         At=(At.indptr, At.indices, At.data),
         n_genes=G.shape[1],

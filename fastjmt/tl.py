@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import warnings
 
+import numpy as np
+
 from .adata import _split, fit_anndata, result_from_anndata, write_results
 
 
@@ -72,7 +74,7 @@ def jmt(data, *, n_shared: int, n_rna_only: int = 0, n_atac_only: int = 0, key_a
     for w in caught:  # re-issued at the caller's line
         warnings.warn(w.message, w.category, stacklevel=2)
     # fit_anndata writes X_<key> and <key>_C; the tl keys are the key itself (scanpy's key_added convention)
-    genes = rna_ad.uns[key_added]["genes_fitted"]
+    genes = rna_ad.var_names.get_indexer(rna_ad.uns[key_added]["genes_fitted"])
     for ad in (rna_ad, atac_ad):
         for old in (f"X_{key_added}", f"X_{key_added}_programs"):
             del ad.obsm[old]
@@ -98,7 +100,8 @@ def jmt_transform(new, reference, *, key: str = "jmt", key_added: str | None = N
         The reference fit's ``key_added``.
     key_added : str, optional
         Key of the new cells' results (default: ``key``): ``.obsm[key_added]``,
-        ``.obsm[key_added + "_programs"]``, ``.obs[key_added + "_cluster"]`` (the reference's cluster names).
+        ``.obsm[key_added + "_programs"]``, ``.obs[key_added + "_cluster"]`` (the reference's cluster names;
+        missing for cells without counts), ``.obs[key_added + "_column"]``, ``.obs[key_added + "_empty"]``.
     copy : bool
         Work on copies and return them; otherwise write in place and return None.
 
@@ -124,7 +127,7 @@ def jmt_transform(new, reference, *, key: str = "jmt", key_added: str | None = N
         new_rna, new_atac = new.mod.get(mod_rna), new.mod.get(mod_atac)
     else:
         new_rna, new_atac = new, None
-    genes = ref_rna.var_names[ref_rna.uns[key]["genes_fitted"]]
+    genes = pd.Index(np.asarray(ref_rna.uns[key]["genes_fitted"]).astype(str))
     matrices = {}
     for name, ad, features, layer in (("rna", new_rna, genes, rna_layer),
                                       ("atac", new_atac, ref_atac.var_names, atac_layer)):
@@ -133,7 +136,7 @@ def jmt_transform(new, reference, *, key: str = "jmt", key_added: str | None = N
         missing = features.difference(ad.var_names)
         if len(missing):
             raise KeyError(f"the new {name} cells lack {len(missing)} of the reference's features, e.g. "
-                           f"{list(missing[:3])}; pass them over the reference's features")
+                           f"{', '.join(map(str, missing[:3]))}; pass them over the reference's features")
         matrices[name] = read_matrix(ad, layer)[:, ad.var_names.get_indexer(features)]
     mapped = map_cells(result, max_iter=max_iter, **matrices)
     names = list(ref_rna.uns[key]["cluster_names"])
@@ -143,5 +146,10 @@ def jmt_transform(new, reference, *, key: str = "jmt", key_added: str | None = N
         m = mapped[name]
         ad.obsm[key_added] = m["C"]
         ad.obsm[f"{key_added}_programs"] = m["programs"]
-        ad.obs[f"{key_added}_cluster"] = pd.Categorical([names[k] for k in m["labels"]], categories=names)
+        ad.obs[f"{key_added}_cluster"] = pd.Categorical([None if k < 0 else names[k] for k in m["labels"]],
+                                                        categories=names)  # cells without counts: no call
+        columns = [f"{key}_column_{k}" for k in range(result.K)]
+        ad.obs[f"{key_added}_column"] = pd.Categorical([None if k < 0 else columns[k] for k in m["columns"]],
+                                                       categories=columns)
+        ad.obs[f"{key_added}_empty"] = m["empty"]
     return new if copy else None

@@ -24,7 +24,7 @@ import scipy.sparse as sp
 
 from . import objective as obj
 from . import preprocess as pp
-from .problem import Batch, Problem, modality, softmax
+from .problem import WEIGHT_OF, Batch, Problem, masked_columns, modality, softmax
 from .products import spmm_all
 from .validation import check_count, check_matrix, check_positive
 
@@ -104,8 +104,10 @@ def map_cells(result, rna=None, atac=None, *, max_iter: int = MAX_ITER, random_s
         For each modality given (``"rna"``, ``"atac"``): a dict with ``C``
         (n_new × K memberships, the model's dtype; uniform rows for cells
         without counts), ``columns`` (argmax), ``labels`` (columns mapped
-        through the model's ``column_clusters``), ``programs`` (n_new × K
-        program activities), ``b`` (cell biases) and ``n_iter``.
+        through the model's ``column_clusters``; both −1 for cells without
+        counts: no call), ``empty`` (bool per cell: no counts), ``programs``
+        (n_new × K program activities, as ``JMTResult.programs_*``), ``b``
+        (cell biases) and ``n_iter``.
 
     Raises
     ------
@@ -121,9 +123,7 @@ def map_cells(result, rna=None, atac=None, *, max_iter: int = MAX_ITER, random_s
     max_iter = check_count(max_iter, "max_iter", 1)
     check_positive(model["init_scale"], "init_scale", allow_zero=True)
     K = result.K
-    layout = (result.n_shared, result.n_rna_only, result.n_atac_only)
-    s, r = layout[0], layout[1]
-    masked = {"rna": np.arange(s + r, K), "atac": np.arange(s, s + r)}
+    masked = masked_columns(result.n_shared, result.n_rna_only, result.n_atac_only)
     problem = Problem(None, None, None, None, 0, 0, K, model["a3"], model["a4"], model["a5"], model["a6"],
                       np.dtype(model["dtype"]))
     given = {"rna": rna, "atac": atac}
@@ -143,13 +143,12 @@ def _map(problem, X, name, masked_cols, Cf, c, S, model, result, max_iter):
     dt = problem.dtype
     K = problem.K
     Cf, c, S = (np.ascontiguousarray(a, dtype=dt) for a in (Cf, c, S))
-    weight = model["a2"] if name == "rna" else model["a1"]
+    weight = model[WEIGHT_OF[name]]
     mod = modality(X, weight, masked_cols, low_memory=True)
     n, p = mod.n, mod.p
     empty = np.diff(X.indptr) == 0
     XV = spmm_all(mod.X, p, Cf)  # the features are fixed: X V once
-    programs = np.zeros((n, K), dtype=np.float64)
-    np.divide(XV, mod.row_sums[:, None], out=programs, where=mod.row_sums[:, None] > 0)
+    programs = obj.program_activity(mod, Cf, XV)
     train_P = result.programs_rna if name == "rna" else result.programs_atac
     train_C = result.C_rna if name == "rna" else result.C_atac
     train_empty = result.empty_rna if name == "rna" else result.empty_atac
@@ -179,5 +178,6 @@ def _map(problem, X, name, masked_cols, Cf, c, S, model, result, max_iter):
     if empty.any():
         C[empty] = 1.0 / K
     columns = np.argmax(C, axis=1)
-    labels = columns if result.column_clusters is None else np.asarray(result.column_clusters)[columns]
-    return {"C": C, "columns": columns, "labels": labels, "programs": programs.astype(dt), "b": b, "n_iter": it}
+    labels = columns.copy() if result.column_clusters is None else np.asarray(result.column_clusters)[columns]
+    columns[empty], labels[empty] = -1, -1  # no data, no call
+    return {"C": C, "columns": columns, "labels": labels, "programs": programs, "b": b, "n_iter": it, "empty": empty}

@@ -160,3 +160,76 @@ def test_tl_functions_write_under_key_added(unequal):
     np.testing.assert_array_equal(np.asarray(new_atac.obs["m_cluster"]), np.asarray(a.obs["j_cluster"])[:60])
     with pytest.raises(KeyError, match="no fastjmt fit"):
         fastjmt.tl.jmt_transform(new_rna, (r, a), key="other")
+
+
+def test_new_cells_without_counts_get_no_call(fitted):
+    import scipy.sparse as sp
+
+    out = fitted.transform(rna=sp.csr_matrix((3, fitted.n_features_rna_)))["rna"]
+    assert out["empty"].all() and (out["labels"] == -1).all() and (out["columns"] == -1).all()
+    np.testing.assert_allclose(out["C"], 1.0 / 3)
+
+
+def test_programs_of_training_cells_equal_the_fit_s_without_preprocessing(unequal):
+    """With preprocess=False and negative values (z-scored data), transform's program activities are the fit's."""
+    X = np.log1p(unequal.rna.toarray())
+    Z = (X - X.mean(0)) / np.maximum(X.std(0), 1e-9)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", fastjmt.ConvergenceWarning)
+        model = fastjmt.JMT(n_shared=2, n_rna_only=1, preprocess=False, max_iter=20).fit(
+            Z, unequal.atac.toarray().astype(float), unequal.gene_activity)
+    out = model.transform(rna=Z[:100])["rna"]
+    np.testing.assert_allclose(out["programs"], model.programs_rna_[:100], rtol=1e-4, atol=1e-5)
+    assert np.abs(out["programs"]).max() <= 1 + 1e-6
+
+
+def test_save_keeps_numpy_scalar_parameters(tmp_path, unequal):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", fastjmt.ConvergenceWarning)
+        m = fastjmt.JMT(n_shared=np.int64(2), n_rna_only=np.int64(1), max_iter=np.int64(15)).fit(
+            unequal.rna, unequal.atac, unequal.gene_activity)
+    m.save(tmp_path / "m")
+    loaded = fastjmt.JMT.load(tmp_path / "m")
+    assert loaded.get_params()["n_shared"] == 2 and loaded.get_params()["max_iter"] == 15
+    (tmp_path / "m" / "params.json").write_text("[1, 2]")
+    with pytest.raises(ValueError, match="not a fastjmt model"):
+        fastjmt.JMT.load(tmp_path / "m")
+    (tmp_path / "m" / "params.json").write_text("{not json")
+    with pytest.raises(ValueError, match="not a fastjmt model"):
+        fastjmt.JMT.load(tmp_path / "m")
+
+
+def test_scikit_learn_helpers_see_fitted_state(fitted):
+    validation = pytest.importorskip("sklearn.utils.validation")
+    from sklearn.exceptions import NotFittedError
+
+    with pytest.raises(NotFittedError):
+        validation.check_is_fitted(fastjmt.JMT(n_shared=2))
+    validation.check_is_fitted(fitted)
+    from sklearn.utils.estimator_checks import check_valid_tag_types
+
+    check_valid_tag_types("JMT", fastjmt.JMT(n_shared=2))
+
+
+def test_label_tol_is_a_share():
+    with pytest.raises(ValueError, match="label_tol is a share"):
+        fastjmt.fit(np.ones((3, 2)), np.ones((3, 2)), np.ones((2, 2)), n_shared=2, label_tol=2)
+
+
+def test_tl_transform_with_a_reference_cut_to_its_fitted_genes(unequal):
+    ad = pytest.importorskip("anndata")
+    rna, atac = ad.AnnData(unequal.rna.tocsr()), ad.AnnData(unequal.atac.tocsr())
+    rna.var_names = [f"g{i}" for i in range(rna.n_vars)]
+    atac.var_names = [f"chr1:{100 * i}-{100 * i + 50}" for i in range(atac.n_vars)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", fastjmt.ConvergenceWarning)
+        fastjmt.tl.jmt((rna, atac), n_shared=2, n_rna_only=1, gene_activity=unequal.gene_activity,
+                       n_top_genes=150)
+    cut = rna[:, np.asarray(rna.uns["jmt"]["genes_fitted"])].copy()  # scanpy habit: keep the fitted genes
+    import scipy.sparse as sp
+
+    new = rna[:30].copy()
+    new.X = sp.vstack([sp.csr_matrix((1, rna.n_vars)), new.X[1:]]).tocsr()  # one cell without counts
+    fastjmt.tl.jmt_transform(new, (cut, atac), key_added="m")
+    assert new.obs["m_empty"].iloc[0] and new.obs["m_cluster"].isna().iloc[0]
+    np.testing.assert_array_equal(np.asarray(new.obs["m_cluster"])[1:], np.asarray(rna.obs["jmt_cluster"])[1:30])
