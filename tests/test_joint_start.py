@@ -163,6 +163,7 @@ def test_joint_start_with_atac_only_types(layout):
 
 
 @pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.filterwarnings("ignore::fastjmt.ConvergenceWarning")  # one epoch: the start is what is measured
 def test_rna_start_is_not_split_by_sequencing_depth(seed):
     # deep RNA (10,000 UMIs per cell over 3,000 genes), 20 types: the log-normalised RNA's first component is the
     # cells' depth; clustered with it, the start's RNA ARI was 0.65 (seed 0) and 0.73 (seed 1)
@@ -171,3 +172,28 @@ def test_rna_start_is_not_split_by_sequencing_depth(seed):
     res = fastjmt.fit(d.rna, d.atac, d.gene_activity, n_shared=20, max_iter=1, learning_rate=1e-9, resolution=None,
                       random_state=seed)
     assert fastjmt.adjusted_rand_index(d.rna_labels, res.columns_rna) > 0.95
+
+
+def test_gene_scores_in_blocks_equal_the_whole_matrix(monkeypatch):
+    """Above max_fit_rows the ATAC gene scores are made for the subset and in blocks, never whole: the same
+    library-size target, column statistics and CCA embeddings as with the whole matrix."""
+    from fastjmt import initialize as ini
+
+    problem, G, R, A = _small_problem(seed=3, n=400, genes=60, regions=90)
+    monkeypatch.setattr(ini, "GENE_SCORE_BLOCK_NNZ", 97)  # many small blocks
+    gs = ini.GeneScores(problem)
+    assert len(list(gs.blocks())) > 5
+    assert sum(b.stop - b.start for b in gs.blocks()) == R.shape[0]
+    whole = gene_scores(problem)
+    mean, sd = ini._csr_col_stats(whole, 60)
+    gs.set_target()
+    bmean, bsd = gs.col_stats()
+    np.testing.assert_allclose(bmean, mean, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(bsd, sd, rtol=1e-10, atol=1e-12)
+    for (a0, a1, a2), (b0, b1, b2) in ((gs.rows(slice(10, 50)), whole), ):
+        np.testing.assert_array_equal(a0 - a0[0], b0[10:51] - b0[10])
+        np.testing.assert_allclose(a2, b2[b0[10]:b0[50]], rtol=1e-12)
+    got = cca_embeddings(problem.rna.X, ini.GeneScores(problem), 60, 3, np.random.default_rng(1), max_fit_rows=200)
+    want = cca_embeddings(problem.rna.X, whole, 60, 3, np.random.default_rng(1), max_fit_rows=200)
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=1e-6, atol=1e-8)
