@@ -193,6 +193,17 @@ def test_gene_scores_in_blocks_equal_the_whole_matrix(monkeypatch):
     for (a0, a1, a2), (b0, b1, b2) in ((gs.rows(slice(10, 50)), whole), ):
         np.testing.assert_array_equal(a0 - a0[0], b0[10:51] - b0[10])
         np.testing.assert_allclose(a2, b2[b0[10]:b0[50]], rtol=1e-12)
+    monkeypatch.setattr(ini, "GENE_SCORE_ROWS", 7)  # the subset's rows, a few at a time
+    subset = np.sort(np.random.default_rng(2).choice(R.shape[0], 150, replace=False))
+    gs.target = None
+    gs.set_target()
+    a0, a1, a2 = gs.rows(subset)
+    W = sp.csr_matrix((whole[2], whole[1], whole[0]), shape=(R.shape[0], 60))[subset]
+    np.testing.assert_array_equal(a0, W.indptr)
+    np.testing.assert_array_equal(a1, W.indices)
+    np.testing.assert_allclose(a2, W.data, rtol=1e-12)
+    monkeypatch.setattr(ini, "COL_STATS_BLOCK_NNZ", 50)  # the RNA's column statistics in blocks too
+    np.testing.assert_allclose(ini._csr_col_stats(whole, 60)[1], sd, rtol=1e-9)
     got = cca_embeddings(problem.rna.X, ini.GeneScores(problem), 60, 3, np.random.default_rng(1), max_fit_rows=200)
     want = cca_embeddings(problem.rna.X, whole, 60, 3, np.random.default_rng(1), max_fit_rows=200)
     for g, w in zip(got, want):
