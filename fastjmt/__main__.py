@@ -34,32 +34,28 @@ import numpy as np
 from .options import DEFAULTS
 
 
+def _command(name: str, run, args) -> int:
+    """Run a subcommand; an input error becomes one line on stderr and exit status 2 (``--debug``: the traceback)."""
+    debug = "--debug" in args
+    try:
+        return run([a for a in args if a != "--debug"])
+    except (UsageError, ValueError, TypeError, KeyError, OSError, ImportError) as exc:
+        if debug:
+            raise
+        msg = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
+        print(f"fastjmt {name}: error: {' '.join(msg.split())}", file=sys.stderr)
+        return 2
+
+
 class UsageError(Exception):
     """A problem with the user's input: shown as one line, without a traceback (``--debug`` shows it)."""
 
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv and argv[0] == "fit":
-        debug = "--debug" in argv
-        try:
-            return fit_files([a for a in argv[1:] if a != "--debug"])
-        except (UsageError, ValueError, TypeError, KeyError, OSError, ImportError) as exc:
-            if debug:
-                raise
-            msg = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
-            print(f"fastjmt fit: error: {' '.join(msg.split())}", file=sys.stderr)
-            return 2
-    if argv and argv[0] == "transform":
-        debug = "--debug" in argv
-        try:
-            return transform_files([a for a in argv[1:] if a != "--debug"])
-        except (UsageError, ValueError, TypeError, KeyError, OSError, ImportError) as exc:
-            if debug:
-                raise
-            msg = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
-            print(f"fastjmt transform: error: {' '.join(msg.split())}", file=sys.stderr)
-            return 2
+    commands = {"fit": fit_files, "transform": transform_files}
+    if argv and argv[0] in commands:
+        return _command(argv[0], commands[argv[0]], argv[1:])
     if argv and argv[0] == "demo":
         argv = argv[1:]
     return demo(argv)
