@@ -47,6 +47,7 @@ import numpy as np
 from . import objective as obj
 from .errors import CheckpointError, NonFiniteError
 from .objective import TERMS, LogitGrad
+from .options import DEFAULT_TOL, DEFAULTS
 from .problem import MODALITIES, Batch, Factors, Problem
 from .products import spmm, spmm_t
 from .initialize import initialize
@@ -54,34 +55,36 @@ from .progress import Progress
 
 logger = logging.getLogger("fastjmt")
 
+
 @dataclass
 class Schedule:
-    """Optimiser settings of one fit (see :func:`fastjmt.fit` for their meaning)."""
+    """Optimiser settings of one fit (see :func:`fastjmt.fit` for their meaning; defaults from
+    :data:`fastjmt.options.DEFAULTS`, the step-size mechanics' own below them)."""
 
-    max_iter: int = 300
-    tol: float = 1e-5
-    patience: int = 5
-    stop: str = "answer"
-    window: int = 5
-    label_tol: float = 1e-3
-    S_tol: float = 1e-2
-    step_decay: float = 0.5
-    optimizer: str = "adam"
-    learning_rate: float = 0.1
-    backtrack: bool = True
+    max_iter: int = DEFAULTS.max_iter
+    tol: float = DEFAULT_TOL["loss"]  # the fit resolves tol by its stop rule; the loss rule's here
+    patience: int = DEFAULTS.patience
+    stop: str = DEFAULTS.stop
+    window: int = DEFAULTS.window
+    label_tol: float = DEFAULTS.label_tol
+    S_tol: float = DEFAULTS.S_tol
+    step_decay: float = DEFAULTS.step_decay
+    optimizer: str = DEFAULTS.optimizer
+    learning_rate: float = DEFAULTS.learning_rate
+    backtrack: bool = DEFAULTS.backtrack
     step_shrink: float = 0.5
     step_regrow: float = 1.05
     min_step: float = 1e-6
     beta1: float = 0.9
     beta2: float = 0.999
     eps: float = 1e-8
-    batch_cells: float = 1.0
-    batch_features: float = 1.0
-    init: str = "joint"
-    init_scale: float = 2.0
-    verbose: int = 0
+    batch_cells: float = DEFAULTS.batch_cells
+    batch_features: float = DEFAULTS.batch_features
+    init: str = DEFAULTS.init
+    init_scale: float = DEFAULTS.init_scale
+    verbose: int = DEFAULTS.verbose
     log_every: int = 10
-    callback: object = None
+    callback: object = DEFAULTS.callback
 
 
 @dataclass
