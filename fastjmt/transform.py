@@ -78,7 +78,7 @@ def _start_logits(programs, train_programs, train_C, allowed, dtype):
     return np.ascontiguousarray(logits[np.argmin(d2, axis=1)], dtype=dtype)
 
 
-def map_cells(result, rna=None, atac=None, *, max_iter: int = MAX_ITER, random_state=0) -> dict:
+def map_cells(result, rna=None, atac=None, *, max_iter: int = MAX_ITER) -> dict:
     """Memberships of new cells on a fitted model, its features, associations and feature biases fixed.
 
     Parameters
@@ -95,8 +95,6 @@ def map_cells(result, rna=None, atac=None, *, max_iter: int = MAX_ITER, random_s
     max_iter : int
         Iterations at most; the mapping stops earlier when at most 0.1 % of the
         new cells changed column over 5 iterations.
-    random_state : int
-        Unused by the default start (deterministic); kept for the interface.
 
     Returns
     -------
