@@ -136,6 +136,8 @@ def fit_anndata(
     n_top_genes: Optional[int] = None,
     gene_key: str = "auto",
     key: str = "jmt",
+    obsm_key: Optional[str] = None,
+    varm_key: Optional[str] = None,
     mod_rna: str = "rna",
     mod_atac: str = "atac",
     **fit_kwargs,
@@ -174,6 +176,9 @@ def fit_anndata(
         (default). Duplicated ``var_names`` all get their gene's links.
     key : str
         Prefix of the written keys.
+    obsm_key, varm_key : str, optional
+        Names of the memberships in ``.obsm`` / ``.varm`` (default ``X_<key>`` and
+        ``<key>_C``; ``fastjmt.tl.jmt`` passes ``key`` itself, scanpy's ``key_added``).
     **fit_kwargs
         Passed to :func:`fastjmt.fit` (weights, ``max_iter``, ``random_state``…).
 
@@ -223,7 +228,7 @@ def fit_anndata(
             continue  # already warned, with names, when the links were built
         warnings.warn(w.message, w.category, stacklevel=2)
 
-    write_results(rna_ad, atac_ad, res, key, gene_idx, fit_kwargs)
+    write_results(rna_ad, atac_ad, res, key, gene_idx, fit_kwargs, obsm_key=obsm_key, varm_key=varm_key)
     return res
 
 

@@ -27,7 +27,7 @@ import warnings
 
 import numpy as np
 
-from .adata import _split, fit_anndata, result_from_anndata, write_results
+from .adata import _split, fit_anndata, result_from_anndata
 
 
 def _pair(data, mod_rna, mod_atac):
@@ -69,18 +69,10 @@ def jmt(data, *, n_shared: int, n_rna_only: int = 0, n_atac_only: int = 0, key_a
     rna_ad, atac_ad, _ = _pair(data, mod_rna, mod_atac)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        res = fit_anndata(rna_ad, atac_ad, n_shared=n_shared, n_rna_only=n_rna_only, n_atac_only=n_atac_only,
-                          key=key_added, **kwargs)
+        fit_anndata(rna_ad, atac_ad, n_shared=n_shared, n_rna_only=n_rna_only, n_atac_only=n_atac_only,
+                    key=key_added, obsm_key=key_added, varm_key=key_added, **kwargs)
     for w in caught:  # re-issued at the caller's line
         warnings.warn(w.message, w.category, stacklevel=2)
-    # fit_anndata writes X_<key> and <key>_C; the tl keys are the key itself (scanpy's key_added convention)
-    genes = rna_ad.var_names.get_indexer(rna_ad.uns[key_added]["genes_fitted"])
-    for ad in (rna_ad, atac_ad):
-        for old in (f"X_{key_added}", f"X_{key_added}_programs"):
-            del ad.obsm[old]
-        del ad.varm[f"{key_added}_C"]
-    write_results(rna_ad, atac_ad, res, key_added, genes if len(genes) < rna_ad.n_vars else None,
-                  rna_ad.uns[key_added]["params"], obsm_key=key_added, varm_key=key_added)
     return data if copy else None
 
 

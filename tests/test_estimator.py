@@ -136,11 +136,17 @@ def test_save_and_load_without_pickle(tmp_path, unequal, fitted):
         fastjmt.JMT.load(path)
 
 
-def test_tl_functions_write_under_key_added(unequal):
+def _named_adatas(d):
+    """RNA and ATAC AnnData of a simulation, with gene names and chr:start-end region names."""
     ad = pytest.importorskip("anndata")
-    rna, atac = ad.AnnData(unequal.rna.tocsr()), ad.AnnData(unequal.atac.tocsr())
+    rna, atac = ad.AnnData(d.rna.tocsr()), ad.AnnData(d.atac.tocsr())
     rna.var_names = [f"g{i}" for i in range(rna.n_vars)]
     atac.var_names = [f"chr1:{100 * i}-{100 * i + 50}" for i in range(atac.n_vars)]
+    return rna, atac
+
+
+def test_tl_functions_write_under_key_added(unequal):
+    rna, atac = _named_adatas(unequal)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", fastjmt.ConvergenceWarning)
         out = fastjmt.tl.jmt((rna, atac), n_shared=2, n_rna_only=1, gene_activity=unequal.gene_activity,
@@ -217,10 +223,7 @@ def test_label_tol_is_a_share():
 
 
 def test_tl_transform_with_a_reference_cut_to_its_fitted_genes(unequal):
-    ad = pytest.importorskip("anndata")
-    rna, atac = ad.AnnData(unequal.rna.tocsr()), ad.AnnData(unequal.atac.tocsr())
-    rna.var_names = [f"g{i}" for i in range(rna.n_vars)]
-    atac.var_names = [f"chr1:{100 * i}-{100 * i + 50}" for i in range(atac.n_vars)]
+    rna, atac = _named_adatas(unequal)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", fastjmt.ConvergenceWarning)
         fastjmt.tl.jmt((rna, atac), n_shared=2, n_rna_only=1, gene_activity=unequal.gene_activity,
