@@ -63,6 +63,10 @@ def read_matrix(adata, layer: Optional[str] = None, chunk_rows: int = 10_000) ->
         X = adata.X
     if X is None:
         raise ValueError("the AnnData has no .X; pass layer=")
+    from .dask_driver import is_dask
+
+    if is_dask(X):  # a lazily read AnnData (anndata.experimental.read_lazy / read_elem_lazy): fitted on Dask
+        return X
     if getattr(adata, "isbacked", False) and layer is None:
         n = adata.n_obs
         parts = []
@@ -148,7 +152,11 @@ def fit_anndata(
     ----------
     rna : AnnData or MuData
         RNA cells × genes (counts in ``.X`` or ``rna_layer``); or a MuData with
-        modalities ``mod_rna`` and ``mod_atac`` (then ``atac`` is None).
+        modalities ``mod_rna`` and ``mod_atac`` (then ``atac`` is None). A
+        matrix that is a Dask array (an AnnData read lazily, e.g. ``.X`` from
+        ``anndata.experimental.read_elem_lazy``) is fitted on Dask
+        (:func:`fastjmt.fit`'s ``client``, ``persist``, ``out`` in ``fit_kwargs``;
+        docs/dask.md); ``n_top_genes`` then needs the genes chosen beforehand.
     atac : AnnData, optional
         ATAC cells × regions; region names like ``chr1:100-200`` when the gene
         activity is built from coordinates.
@@ -210,12 +218,21 @@ def fit_anndata(
     preprocess = fit_kwargs.get("preprocess", True)
     G = read_matrix(rna_ad, rna_layer)
     R = read_matrix(atac_ad, atac_layer)
-    for X, name in ((G, "rna"), (R, "atac")):  # before the links are built
-        check_matrix(X, name, allow_negative=not preprocess, require_nonzero=True)
+    from .dask_driver import is_dask
+
+    lazy = is_dask(G) or is_dask(R)  # Dask arrays: fastjmt.fit checks them chunk by chunk (dask_driver)
+    if not lazy:
+        for X, name in ((G, "rna"), (R, "atac")):  # before the links are built
+            check_matrix(X, name, allow_negative=not preprocess, require_nonzero=True)
     A = sp.csr_matrix(_gene_activity(rna_ad, atac_ad, gene_activity, genes, promoter, max_distance, decay,
                                      gene_key))
-    check_inputs(G, R, A, K, preprocess=bool(preprocess))  # every check of fit, before gene selection
+    if not lazy:
+        check_inputs(G, R, A, K, preprocess=bool(preprocess))  # every check of fit, before gene selection
     gene_idx = np.arange(rna_ad.n_vars)
+    if n_top_genes is not None and n_top_genes < rna_ad.n_vars and lazy:
+        raise ValueError("n_top_genes needs the RNA in memory; with a lazily read (Dask) AnnData select the genes "
+                         "first (e.g. scanpy.pp.highly_variable_genes on a subsample, then rna[:, genes]) and pass "
+                         "n_top_genes=None")
     if n_top_genes is not None and n_top_genes < rna_ad.n_vars:
         gene_idx = pp.select_variable_genes(G, n_top_genes)
         G, A = G[:, gene_idx], A[gene_idx]

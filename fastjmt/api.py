@@ -24,7 +24,7 @@ import numpy as np
 from . import checkpoint as ckpt
 from . import preprocess as pp
 from ._threads import fit_threads, resolve_n_threads
-from .driver import Schedule, fit_restarts
+from .driver import fit_restarts, schedule_of
 from .errors import ConvergenceWarning, LinkCoverageWarning
 from .objective import TERMS, program_activity
 from .options import DEFAULT_WEIGHTS, DEFAULTS, FitOptions, check_options, restart_seeds
@@ -35,6 +35,16 @@ logger = logging.getLogger("fastjmt")
 
 __all__ = ["fit", "JMTResult", "ConvergenceWarning", "DEFAULT_WEIGHTS", "load_result"]
 
+
+
+def _merged(columns, column_clusters):
+    """Each cell's column mapped through ``column_clusters`` (None: the columns); chunk by chunk for a Dask array."""
+    if column_clusters is None:
+        return columns
+    lookup = np.asarray(column_clusters)
+    if hasattr(columns, "map_blocks"):
+        return columns.map_blocks(lookup.__getitem__, dtype=lookup.dtype)
+    return lookup[columns]
 
 
 @dataclass
@@ -168,14 +178,12 @@ class JMTResult:
     @property
     def labels_rna(self) -> np.ndarray:
         """The recommended cell clusters of the RNA cells: their columns, merged (``column_clusters``)."""
-        cols = self.columns_rna
-        return cols if self.column_clusters is None else self.column_clusters[cols]
+        return _merged(self.columns_rna, self.column_clusters)
 
     @property
     def labels_atac(self) -> np.ndarray:
         """The recommended cell clusters of the ATAC cells (same cluster ids as ``labels_rna``)."""
-        cols = self.columns_atac
-        return cols if self.column_clusters is None else self.column_clusters[cols]
+        return _merged(self.columns_atac, self.column_clusters)
 
     @property
     def n_clusters(self) -> int:
@@ -331,6 +339,10 @@ def fit(
     resume: Union[None, str, os.PathLike] = DEFAULTS.resume,
     low_memory: bool = DEFAULTS.low_memory,
     resolution: Optional[float] = DEFAULTS.resolution,
+    client=DEFAULTS.client,
+    persist: bool = DEFAULTS.persist,
+    out: Union[None, str, os.PathLike] = DEFAULTS.out,
+    start_cells: int = DEFAULTS.start_cells,
 ) -> JMTResult:
     """Fit scJMT to unpaired scRNA-seq and scATAC-seq data.
 
@@ -456,6 +468,25 @@ def fit(
         ``labels_atac`` (:func:`fastjmt.merge_columns`; lower: fewer clusters).
         None: no merge, the labels are the argmax columns. Change it after the
         fit with :meth:`JMTResult.relabel`.
+    client : dask.distributed.Client, optional
+        Dask inputs only (``rna`` and ``atac`` as Dask arrays of row chunks,
+        scipy CSR or dense, e.g. from ``anndata.experimental.read_elem_lazy``):
+        the cluster to fit on. None starts a ``LocalCluster`` sized to this
+        machine (one worker process per 4 cores) and closes it after the fit.
+        See docs/dask.md.
+    persist : bool
+        Dask inputs only: keep the prepared data chunks in the workers' memory
+        (faster epochs) instead of reading them again for each pass (out of core).
+    out : str or path, optional
+        Dask inputs only: a zarr store to write the per-cell results to
+        (``C_rna``, ``programs_rna``, ``b_rna``, ``empty_rna`` and the ATAC
+        ones); the result's per-cell arrays then read from it.
+    start_cells : int
+        Dask inputs only: cells per modality the start (``init``) sees, drawn at
+        random; the other cells start at the nearest column centroid of program
+        activities. With at most this many cells the start sees all of them
+        and the fit is the in-memory one. 20,000: the in-memory start's own
+        subset size for its SVD and k-means.
 
     Notes
     -----
@@ -492,6 +523,16 @@ def fit(
     t_start = time.perf_counter()
     opts = check_options(FitOptions(**{name: given[name] for name in FitOptions.names()}))
     threads = resolve_n_threads(opts.n_threads)
+    from .dask_driver import is_dask
+
+    if is_dask(rna) or is_dask(atac):
+        return _fit_dask(rna, atac, gene_activity, opts, t_start)
+    for name in ("client", "out"):
+        if getattr(opts, name) is not None:
+            raise ValueError(f"{name}= applies to Dask inputs only (rna and atac as Dask arrays); drop it, or pass "
+                             "dask.array.from_array(rna, chunks=(rows, -1)) and the same for atac")
+    if opts.persist:
+        raise ValueError("persist=True applies to Dask inputs only (rna and atac as Dask arrays)")
     prep = _prepare(rna, atac, gene_activity, opts)
     outcome = _run(prep, opts, threads)
     return _result(prep, outcome, opts, threads, t_start)
@@ -508,6 +549,50 @@ class _Prepared:
     rna_constants: dict  # preprocess.rna_constants of the training RNA (empty without preprocessing)
 
 
+def _fit_dask(rna, atac, gene_activity, opts: FitOptions, t_start: float) -> JMTResult:
+    """The fit on Dask arrays (:mod:`fastjmt.dask_driver`): the gene activity prepared here as in memory, the
+    run there, the result here (per-cell arrays as the driver returns them: Dask or NumPy)."""
+    from . import dask_driver
+
+    dask_driver.check_inputs(rna, atac, gene_activity, opts)
+    A = pp.to_csr(gene_activity, dtype=opts.dtype, name="gene_activity")
+    coverage = check_coverage(A)
+    if opts.preprocess:
+        A = pp.preprocess_gene_activity(A, copy=False)
+    run = dask_driver.fit(rna, atac, A, opts)
+    warn_how_it_ended(run.outcome, opts)
+    best, cells = run.outcome.best, run.cells
+    p = best.params
+    return JMTResult(
+        C_rna=cells["rna"]["C"], C_atac=cells["atac"]["C"], C_genes=p["rna"].Cf, C_regions=p["atac"].Cf,
+        S_rna=p["rna"].S, S_atac=p["atac"].S, b_rna=cells["rna"]["b"], b_atac=cells["atac"]["b"],
+        b_genes=p["rna"].c, b_regions=p["atac"].c, loss_history=best.history, n_iter=best.n_iter,
+        converged=best.converged, seed=best.seed, n_shared=opts.n_shared, n_rna_only=opts.n_rna_only,
+        n_atac_only=opts.n_atac_only, fit_seconds=time.perf_counter() - t_start,
+        restart_losses=np.asarray(run.outcome.losses), interrupted=False, programs_rna=cells["rna"]["programs"],
+        programs_atac=cells["atac"]["programs"], n_undone=best.undone, column_clusters=run.column_clusters,
+        resolution=opts.resolution, stop_reason=best.stop_reason,
+        answer_change=tuple(float(x) for x in best.change), link_coverage=coverage.as_dict(),
+        empty_rna=cells["rna"]["empty"], empty_atac=cells["atac"]["empty"],
+        model=dict(preprocess=opts.preprocess, rna_target_sum=run.rna_constants.get("target_sum"),
+                   rna_max_value=run.rna_constants.get("max_value"), dtype=np.dtype(opts.dtype).name,
+                   init_scale=opts.init_scale, learning_rate=opts.learning_rate, **opts.weights),
+    )
+
+
+def check_coverage(A):
+    """The gene activity's link coverage (logged), with a warning when it is low; returns it."""
+    from .genome import MIN_GENE_SHARE, MIN_REGION_SHARE, link_coverage
+
+    coverage = link_coverage(A)
+    logger.info("gene activity: %s", coverage)
+    if coverage.gene_share < MIN_GENE_SHARE or coverage.region_share < MIN_REGION_SHARE:
+        warnings.warn(f"low gene activity coverage: {coverage}; correct builds of the shared data link over 98 % of "
+                      "genes, so check the gene and contig names the links were built with", LinkCoverageWarning,
+                      stacklevel=4)
+    return coverage
+
+
 def _prepare(rna, atac, gene_activity, opts: FitOptions) -> _Prepared:
     """Check the inputs, copy them to canonical CSR of ``opts.dtype``, preprocess the copies, build the problem."""
     check_inputs(rna, atac, gene_activity, opts.K, preprocess=opts.preprocess)
@@ -520,14 +605,7 @@ def _prepare(rna, atac, gene_activity, opts: FitOptions) -> _Prepared:
                           UserWarning, stacklevel=3)
     G, R, A = (pp.to_csr(X, dtype=opts.dtype, name=name)
                for X, name in ((rna, "rna"), (atac, "atac"), (gene_activity, "gene_activity")))
-    from .genome import MIN_GENE_SHARE, MIN_REGION_SHARE, link_coverage
-
-    coverage = link_coverage(A)
-    logger.info("gene activity: %s", coverage)
-    if coverage.gene_share < MIN_GENE_SHARE or coverage.region_share < MIN_REGION_SHARE:
-        warnings.warn(f"low gene activity coverage: {coverage}; correct builds of the shared data link over 98 % of "
-                      "genes, so check the gene and contig names the links were built with", LinkCoverageWarning,
-                      stacklevel=3)
+    coverage = check_coverage(A)
     empty = {"rna": np.diff(G.indptr) == 0, "atac": np.diff(R.indptr) == 0}
     constants = pp.rna_constants(G) if opts.preprocess else {}
     if opts.preprocess:
@@ -537,16 +615,6 @@ def _prepare(rna, atac, gene_activity, opts: FitOptions) -> _Prepared:
         A = pp.preprocess_gene_activity(A, copy=False)
     problem = build_problem(G, R, A, *opts.layout, opts.weights, opts.dtype, opts.low_memory)
     return _Prepared(problem, (G, R, A), empty, coverage, constants)
-
-
-def _schedule(opts: FitOptions) -> Schedule:
-    return Schedule(
-        max_iter=opts.max_iter, tol=opts.tol, patience=opts.patience, stop=opts.stop, window=opts.window,
-        label_tol=opts.label_tol, S_tol=opts.S_tol, step_decay=opts.step_decay, optimizer=opts.optimizer,
-        learning_rate=opts.learning_rate, backtrack=opts.backtrack, batch_cells=opts.batch_cells,
-        batch_features=opts.batch_features, init=opts.init, init_scale=opts.init_scale, verbose=int(opts.verbose),
-        callback=opts.callback,
-    )
 
 
 def _run(prep: _Prepared, opts: FitOptions, threads: int):
@@ -572,7 +640,7 @@ def _run(prep: _Prepared, opts: FitOptions, threads: int):
         logger.setLevel(logging.INFO)
     try:
         with fit_threads(threads), _ctrl_c_finishes_epoch() as interrupted:
-            return fit_restarts(prep.problem, _schedule(opts), opts.layout, seeds, fingerprint,
+            return fit_restarts(prep.problem, schedule_of(opts), opts.layout, seeds, fingerprint,
                                 checkpoint=opts.checkpoint, checkpoint_every=opts.checkpoint_every, resume=opts.resume,
                                 should_stop=interrupted.is_set)
     finally:
@@ -581,14 +649,14 @@ def _run(prep: _Prepared, opts: FitOptions, threads: int):
             logger.setLevel(prev_level)
 
 
-def _result(prep: _Prepared, outcome, opts: FitOptions, threads: int, t_start: float) -> JMTResult:
-    """The warnings a user must see about how the fit ended, then the result: factors, program activities,
-    memberships of empty cells made uniform, the column merge."""
-    best, losses, K = outcome.best, outcome.losses, opts.K
+def warn_how_it_ended(outcome, opts: FitOptions, stacklevel: int = 4) -> None:
+    """The warnings a user must see about how a fit ended: interrupted, or stopped by ``max_iter`` (with what
+    the stopping rule measured last)."""
+    best = outcome.best
     if outcome.interrupted:
         where = f"; the state is saved in {opts.checkpoint!r}, resume with resume=" if opts.checkpoint else ""
         warnings.warn(f"fastjmt.fit was interrupted (Ctrl-C) after epoch {best.n_iter} and returns the best state so "
-                      f"far{where}", UserWarning, stacklevel=3)
+                      f"far{where}", UserWarning, stacklevel=stacklevel)
     if not best.converged and not best.stopped_by_callback and not outcome.interrupted:
         if opts.stop == "loss":
             why = (f"the relative loss change stayed below tol={opts.tol} for {opts.patience} epochs; raise max_iter "
@@ -600,7 +668,14 @@ def _result(prep: _Prepared, outcome, opts: FitOptions, threads: int, t_start: f
             why = (f"the answer settled: labels changed by <= label_tol={opts.label_tol}, S by <= S_tol={opts.S_tol} "
                    f"and the loss by <= tol={opts.tol} per epoch{seen}; raise max_iter or the tolerances")
         warnings.warn(f"fastjmt.fit stopped at max_iter={opts.max_iter} before {why}", ConvergenceWarning,
-                      stacklevel=3)
+                      stacklevel=stacklevel)
+
+
+def _result(prep: _Prepared, outcome, opts: FitOptions, threads: int, t_start: float) -> JMTResult:
+    """The warnings a user must see about how the fit ended, then the result: factors, program activities,
+    memberships of empty cells made uniform, the column merge."""
+    best, losses, K = outcome.best, outcome.losses, opts.K
+    warn_how_it_ended(outcome, opts)
     p, empty, problem = best.params, prep.empty, prep.problem
     n_shared, n_rna_only, n_atac_only = opts.layout
     programs = {m: program_activity(problem.modality(m), p[m].Cf) for m in ("rna", "atac")}

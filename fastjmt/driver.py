@@ -87,6 +87,17 @@ class Schedule:
     callback: object = DEFAULTS.callback
 
 
+def schedule_of(opts) -> Schedule:
+    """The :class:`Schedule` of a fit's checked options (:class:`fastjmt.options.FitOptions`)."""
+    return Schedule(
+        max_iter=opts.max_iter, tol=opts.tol, patience=opts.patience, stop=opts.stop, window=opts.window,
+        label_tol=opts.label_tol, S_tol=opts.S_tol, step_decay=opts.step_decay, optimizer=opts.optimizer,
+        learning_rate=opts.learning_rate, backtrack=opts.backtrack, batch_cells=opts.batch_cells,
+        batch_features=opts.batch_features, init=opts.init, init_scale=opts.init_scale, verbose=int(opts.verbose),
+        callback=opts.callback,
+    )
+
+
 @dataclass
 class RunOutcome:
     """What one restart produced."""
@@ -259,14 +270,17 @@ class Snapshot:
         labels += [np.argmax(params[m].Cf, axis=1).astype(np.int32) for m in ("rna", "atac")]
         return cls(labels, [params[m].S.astype(np.float64) for m in ("rna", "atac")], loss)
 
-    def change(self, before: "Snapshot", epochs: int) -> tuple:
+    def change(self, before: "Snapshot", epochs: int, cell_shares: tuple = ()) -> tuple:
         """``(label share, S change, loss change)`` since ``before``, ``epochs`` kept epochs ago.
 
         label share: the largest, over cells of each modality, genes and regions, of the share whose argmax
         changed; S change: the largest over both modalities of ``|S − S_before| / |S|`` (Frobenius); loss
-        change: ``|L_before − L| / |L|`` per epoch.
+        change: ``|L_before − L| / |L|`` per epoch. A snapshot whose cells live in row chunks holds None for
+        their labels and the caller passes their shares, counted on the chunks, as ``cell_shares``.
         """
-        lab = max(float(np.mean(a != b)) if a.size else 0.0 for a, b in zip(self.labels, before.labels))
+        lab = max([float(x) for x in cell_shares]
+                  + [float(np.mean(a != b)) if a.size else 0.0 for a, b in zip(self.labels, before.labels)
+                     if a is not None])
         ds = max(float(np.linalg.norm(a - b)) / max(float(np.linalg.norm(a)), 1e-300)
                  for a, b in zip(self.S, before.S))
         dl = abs(before.loss - self.loss) / max(abs(self.loss), 1e-12) / max(epochs, 1)
@@ -300,6 +314,7 @@ class RunState:
     kept: int = 0  # epochs kept since that snapshot
     change: tuple = ()  # the last measured (label share, S change, loss change per epoch)
     stop_reason: str = ""
+    chunks: dict = None  # the Dask fit's cell state, per modality a list of row-chunk futures (dask_driver)
 
     @property
     def finished(self) -> bool:
@@ -387,30 +402,62 @@ def start_run(problem: Problem, sched: Schedule, n_shared: int, n_rna_only: int,
     return state
 
 
-def advance(problem: Problem, sched: Schedule, state: RunState, should_stop=None, on_epoch=None) -> RunState:
+def advance(problem: Problem, sched: Schedule, state: RunState, should_stop=None, on_epoch=None,
+            engine=None) -> RunState:
     """Run epochs from ``state.it + 1`` until convergence, ``max_iter``, the callback or ``should_stop()``.
 
     ``on_epoch(state)`` runs after every completed epoch (the checkpoint hook);
     ``should_stop()`` is asked after every epoch (the Ctrl-C hook), so the state
-    is always that of a whole epoch.
+    is always that of a whole epoch. ``engine`` runs the epochs (:class:`InMemory`
+    by default; :class:`fastjmt.dask_driver.Chunked` for cells in Dask row chunks):
+    the schedule, backtracking and stopping here are the same for both.
     """
     t0 = time.perf_counter()
+    engine = InMemory(problem, sched) if engine is None else engine
     progress = Progress(sched.verbose, sched.max_iter, sched.log_every, start=state.it)
     try:
-        _advance(problem, sched, state, should_stop, on_epoch, progress)
+        _advance(engine, sched, state, should_stop, on_epoch, progress)
     finally:
         progress.close()
     state.seconds += time.perf_counter() - t0
     return state
 
 
-def _advance(problem, sched, state, should_stop, on_epoch, progress):
+class InMemory:
+    """The epochs of a fit whose data and factors are all in this process (the default engine of :func:`advance`).
+
+    An engine has ``epoch(state, it) → terms``, ``save(state)`` (a save point with ``terms`` and
+    ``restore(state)``, for backtracking) and ``measure(state, loss) → (snapshot, change, cell share)``
+    (the ``stop="answer"`` rule's reading: a new :class:`Snapshot`, :meth:`Snapshot.change` since
+    ``state.snapshot``, and the largest share of cells of a modality whose argmax changed).
+    """
+
+    def __init__(self, problem: Problem, sched: Schedule):
+        self.problem, self.sched = problem, sched
+
+    def epoch(self, state: "RunState", it: int) -> dict:
+        return _epoch(self.problem, state.params, self.sched, state.stepper, state.rng, it)
+
+    def save(self, state: "RunState") -> "_SavePoint":
+        return _SavePoint(state)
+
+    def snapshot(self, state: "RunState", loss: float) -> Snapshot:
+        return Snapshot.of(state.params, loss)
+
+    def measure(self, state: "RunState", loss: float) -> tuple:
+        now = Snapshot.of(state.params, loss)
+        change = now.change(state.snapshot, state.kept)
+        cells = max(float(np.mean(a != b)) for a, b in zip(now.labels[:2], state.snapshot.labels[:2]))
+        return now, change, cells
+
+
+def _advance(engine, sched, state, should_stop, on_epoch, progress):
     while not state.finished and state.it < sched.max_iter:
         it = state.it + 1
         state.stop_reason = ""
         te = time.perf_counter()
-        saved = _SavePoint(state) if sched.backtrack else None
-        terms = _epoch(problem, state.params, sched, state.stepper, state.rng, it)
+        saved = engine.save(state) if sched.backtrack else None
+        terms = engine.epoch(state, it)
         if not np.isfinite(terms["total"]):
             raise NonFiniteError(f"the loss became non-finite at iteration {it}")
         kept = saved is None or _backtrack(sched, state, saved, terms["total"])
@@ -427,7 +474,7 @@ def _advance(problem, sched, state, should_stop, on_epoch, progress):
                 state.calm = state.calm + 1 if rel < sched.tol else 0
                 settled = state.calm >= sched.patience
             else:
-                settled = _check_answer(sched, state, terms["total"])
+                settled = _check_answer(sched, state, terms["total"], engine)
         if sched.callback is not None and sched.callback(it, dict(terms), state.params):
             state.stopped, state.stop_reason = True, "callback"
         elif settled:
@@ -442,22 +489,21 @@ def _advance(problem, sched, state, should_stop, on_epoch, progress):
             on_epoch(state)
 
 
-def _check_answer(sched: Schedule, state: RunState, loss: float) -> bool:
+def _check_answer(sched: Schedule, state: RunState, loss: float, engine=None) -> bool:
     """The ``stop="answer"`` rule, after a kept epoch: every ``window`` kept epochs, measure how much the
-    answer changed since the last check (:meth:`Snapshot.change`) and take a new snapshot.
+    answer changed since the last check (``engine.measure``) and take a new snapshot.
 
     Undone epochs do not count: they leave the answer as it was, which must not read as "settled".
     """
+    engine = InMemory(None, sched) if engine is None else engine
     state.kept += 1
     if state.snapshot is None:  # resumed from a checkpoint written without one
-        state.snapshot, state.kept = Snapshot.of(state.params, loss), 0
+        state.snapshot, state.kept = engine.snapshot(state, loss), 0
         return False
     if state.kept < sched.window:
         return False
-    now = Snapshot.of(state.params, loss)
-    state.change = now.change(state.snapshot, state.kept)
-    cells_settled = max(float(np.mean(a != b)) for a, b in zip(now.labels[:2], state.snapshot.labels[:2])) \
-        <= sched.label_tol
+    now, state.change, cells_share = engine.measure(state, loss)
+    cells_settled = cells_share <= sched.label_tol
     state.snapshot, state.kept = now, 0
     settled = answer_settled(sched, state.change)
     if not settled and cells_settled and state.change[2] <= 10 * sched.tol and sched.step_decay < 1.0:
@@ -481,11 +527,14 @@ class _SavePoint:
         self.adam = {k: (M.copy(), V.copy()) for k, (M, V) in st.state.items()}
         self.steps = dict(st.steps)
         self.terms = dict(zip(TERMS + ("total",), state.history[-1]))
+        self.chunks = None if state.chunks is None else dict(state.chunks)  # futures of immutable chunk states
 
     def restore(self, state: RunState):
         state.params.update(self.params)
         state.stepper.state = self.adam
         state.stepper.steps = self.steps
+        if self.chunks is not None:
+            state.chunks = self.chunks
 
 
 def _backtrack(sched: Schedule, state: RunState, saved: _SavePoint, loss: float) -> bool:

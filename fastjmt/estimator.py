@@ -102,6 +102,10 @@ class JMT:
         resume=DEFAULTS.resume,
         low_memory=DEFAULTS.low_memory,
         resolution=DEFAULTS.resolution,
+        client=DEFAULTS.client,
+        persist=DEFAULTS.persist,
+        out=DEFAULTS.out,
+        start_cells=DEFAULTS.start_cells,
     ):
         self.n_shared = n_shared
         self.n_rna_only = n_rna_only
@@ -139,6 +143,10 @@ class JMT:
         self.resume = resume
         self.low_memory = low_memory
         self.resolution = resolution
+        self.client = client
+        self.persist = persist
+        self.out = out
+        self.start_cells = start_cells
 
     # ------------------------------------------------------------------ scikit-learn's parameter protocol
 

@@ -65,6 +65,11 @@ class SideStats:
     bias_sum: float
     bias_sq: float
 
+    def __add__(self, other: "SideStats") -> "SideStats":
+        """The summaries of the rows of both (every field is a sum over rows): how row chunks combine."""
+        return SideStats(self.gram + other.gram, self.ones + other.ones, self.bias + other.bias,
+                         self.bias_sum + other.bias_sum, self.bias_sq + other.bias_sq)
+
 
 def side_stats(M: np.ndarray, bias: np.ndarray) -> SideStats:
     """Summaries of a tall factor ``M`` and the bias vector on the same axis."""
@@ -84,12 +89,23 @@ def side_stats(M: np.ndarray, bias: np.ndarray) -> SideStats:
 
 def recon_value(sq_norm, bilinear, row_sums, col_sums, U, su: SideStats, V, sv: SideStats, b, c) -> float:
     """``|X − U Vᵀ − b 1ᵀ − 1 cᵀ|² / (n p)`` from the factored expansion (docs/model.md)."""
-    n, p = U.shape[0], V.shape[0]
+    return recon_value_of_sums(sq_norm, bilinear, bias_dot(b, row_sums), bias_dot(c, col_sums), U.shape[0],
+                               V.shape[0], su, sv)
+
+
+def bias_dot(bias: np.ndarray, sums: np.ndarray) -> float:
+    """``⟨bias, sums⟩`` in float64: a bias vector against the data's row (or column) sums."""
+    return float(np.dot(bias.astype(np.float64), sums))
+
+
+def recon_value_of_sums(sq_norm, bilinear, b_dot_rows, c_dot_cols, n, p, su: SideStats, sv: SideStats) -> float:
+    """:func:`recon_value` from sums over the rows alone (``b_dot_rows = ⟨b, X1⟩``, ``c_dot_cols = ⟨c, Xᵀ1⟩``,
+    ``su`` and ``bilinear`` summed over row chunks), for a fit whose cells live in chunks."""
     val = (
         sq_norm
         - 2.0 * bilinear
-        - 2.0 * float(np.dot(b.astype(np.float64), row_sums))
-        - 2.0 * float(np.dot(c.astype(np.float64), col_sums))
+        - 2.0 * b_dot_rows
+        - 2.0 * c_dot_cols
         + float(np.sum(su.gram * sv.gram))
         + p * su.bias_sq
         + n * sv.bias_sq
@@ -254,24 +270,32 @@ def feature_coupling(problem: Problem, C_genes: np.ndarray, C_regions: np.ndarra
     return cos, g_genes, g_regions
 
 
-def mask_value(C: np.ndarray, cols: np.ndarray) -> float:
-    """``|C[:, cols]|² / n`` (0 when no column is masked)."""
+def mask_sum(C: np.ndarray, cols: np.ndarray) -> float:
+    """``|C[:, cols]|²`` (0 when no column is masked): a sum over rows."""
     if cols.size == 0 or C.shape[0] == 0:
         return 0.0
     sub = np.ascontiguousarray(C[:, cols])
-    return frob(sub, sub) / C.shape[0]
+    return frob(sub, sub)
 
 
-def entropy_mean(C: np.ndarray) -> float:
-    """Mean row entropy ``H(C) / n`` of a membership matrix."""
-    if not C.shape[0]:
-        return 0.0
+def mask_value(C: np.ndarray, cols: np.ndarray) -> float:
+    """``|C[:, cols]|² / n`` (0 when no column is masked)."""
+    return mask_sum(C, cols) / C.shape[0] if C.shape[0] else 0.0
+
+
+def entropy_sum(C: np.ndarray) -> float:
+    """Total row entropy ``H(C)`` of a membership matrix: a sum over rows."""
     # NumPy in float64, one chunk of rows at a time (bounded temporaries); deterministic
     total = 0.0
     for start in range(0, C.shape[0], 65536):
         x = C[start:start + 65536].astype(np.float64)
         total -= float(np.sum(x * np.log(np.maximum(x, 1e-300))))  # 0 · log(1e-300) = 0: 0 log 0 = 0
-    return total / C.shape[0]
+    return total
+
+
+def entropy_mean(C: np.ndarray) -> float:
+    """Mean row entropy ``H(C) / n`` of a membership matrix."""
+    return entropy_sum(C) / C.shape[0] if C.shape[0] else 0.0
 
 
 def total_loss(terms: dict, problem: Problem) -> float:
@@ -286,13 +310,20 @@ def total_loss(terms: dict, problem: Problem) -> float:
     )
 
 
-def complete_terms(problem: Problem, params: dict, recon: dict) -> dict:
-    """Every term and the total, from the two weighted reconstruction terms ``recon`` (by modality)."""
+def complete_terms(problem: Problem, params: dict, recon: dict, cell_terms: dict = None) -> dict:
+    """Every term and the total, from the two weighted reconstruction terms ``recon`` (by modality).
+
+    ``cell_terms``: the per-cell terms ``{"mask": …, "entropy": …}`` (means over each modality's cells, summed
+    over modalities) when the caller has them from the cells' row chunks; otherwise from ``params``.
+    """
     terms = {"recon_atac": recon["atac"], "recon_rna": recon["rna"]}
     terms["cos_S"], _, _ = cosine_and_grads(params["atac"].S, params["rna"].S)
     terms["cos_features"], _, _ = feature_coupling(problem, params["rna"].Cf, params["atac"].Cf)
-    terms["mask"] = sum(mask_value(params[m].C, problem.modality(m).masked_cols) for m in MODALITIES)
-    terms["entropy"] = sum(entropy_mean(params[m].C) for m in MODALITIES)
+    if cell_terms is not None:
+        terms["mask"], terms["entropy"] = cell_terms["mask"], cell_terms["entropy"]
+    else:
+        terms["mask"] = sum(mask_value(params[m].C, problem.modality(m).masked_cols) for m in MODALITIES)
+        terms["entropy"] = sum(entropy_mean(params[m].C) for m in MODALITIES)
     terms["total"] = total_loss(terms, problem)
     return terms
 
@@ -321,6 +352,11 @@ class BatchStats:
     sq_norm: float
     coef: float
     feature_scale: float
+    n_cells: int = -1  # |I|, the cells the per-cell means divide by; -1: rows.size (a row chunk passes the total)
+
+    @property
+    def cells(self) -> int:
+        return self.rows.size if self.n_cells < 0 else self.n_cells
 
 
 def batch_stats(mod: Modality, batch: Batch) -> BatchStats:
@@ -362,7 +398,7 @@ def cell_grad(problem: Problem, mod: Modality, bs: BatchStats, XV: np.ndarray, C
     ``d/dC (a5 |C[:, cols]|² / n) = 2 a5 C[:, cols] / n``, ``d/dC (a6 H(C) / n) = −a6 (log C + 1) / n``
     (means over the batch's cells: ``/ |I|`` in place of ``/ n``).
     """
-    n = bs.rows.size
+    n = bs.cells
     gU = recon_grad(XV, matmul(C_I, S), sv, b_I, bs.coef)
     return LogitGrad(gU, M=S, mask_cols=mod.masked_cols if problem.a5 else None,
                      mask_coef=2.0 * problem.a5 / n, ent_coef=problem.a6 / n)
@@ -371,9 +407,20 @@ def cell_grad(problem: Problem, mod: Modality, bs: BatchStats, XV: np.ndarray, C
 def association_grad(problem: Problem, bs: BatchStats, XV: np.ndarray, C_I: np.ndarray, S: np.ndarray,
                      sv: SideStats, b_I: np.ndarray, other_S: np.ndarray) -> np.ndarray:
     """``dL/dS`` of one modality (float64, K × K): ``C_Iᵀ dL/dU_I − a3 d cos(S, S_other)/dS``."""
-    gU = recon_grad(XV, matmul(C_I, S), sv, b_I, bs.coef)
+    return association_recon_grad(bs, XV, C_I, S, sv, b_I) + association_coupling_grad(problem, S, other_S)
+
+
+def association_recon_grad(bs: BatchStats, XV: np.ndarray, C_I: np.ndarray, S: np.ndarray, sv: SideStats,
+                           b_I: np.ndarray) -> np.ndarray:
+    """The reconstruction's part of ``dL/dS``, ``C_Iᵀ dL/dU_I`` (float64, K × K): a sum over the batch's cells,
+    so row chunks add their parts."""
+    return gram(C_I, recon_grad(XV, matmul(C_I, S), sv, b_I, bs.coef))
+
+
+def association_coupling_grad(problem: Problem, S: np.ndarray, other_S: np.ndarray) -> np.ndarray:
+    """The coupling's part of ``dL/dS``, ``−a3 d cos(S, S_other)/dS`` (float64, K × K)."""
     _, g_self, _ = cosine_and_grads(S, other_S)
-    return gram(C_I, gU) - problem.a3 * g_self
+    return -problem.a3 * g_self
 
 
 def feature_grad(problem: Problem, name: str, params: dict, bs: BatchStats, XtU: np.ndarray, V_J: np.ndarray,

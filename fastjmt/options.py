@@ -63,6 +63,10 @@ class FitOptions:
     resume: Union[None, str, os.PathLike] = None
     low_memory: bool = False
     resolution: Optional[float] = 1.0
+    client: Any = None
+    persist: bool = False
+    out: Union[None, str, os.PathLike] = None
+    start_cells: int = 20_000
 
     @property
     def layout(self) -> tuple:
@@ -109,7 +113,7 @@ def check_options(opts: FitOptions) -> FitOptions:
         raise ValueError(f"dtype must be float32 or float64, got {opts.dtype!r}") from None
     if dtype not in (np.float32, np.float64):
         raise ValueError(f"dtype must be float32 or float64, got {dtype}")
-    for name in ("preprocess", "low_memory", "backtrack"):
+    for name in ("preprocess", "low_memory", "backtrack", "persist"):
         if not isinstance(getattr(opts, name), (bool, np.bool_)):
             raise TypeError(f"{name} must be True or False, got {getattr(opts, name)!r}")
     verbose = opts.verbose
@@ -124,7 +128,9 @@ def check_options(opts: FitOptions) -> FitOptions:
         raise ValueError(f"init must be 'joint', 'spectral' or 'random', got {opts.init!r}")
     if opts.callback is not None and not callable(opts.callback):
         raise TypeError("callback must be callable")
-    for name in ("checkpoint", "resume"):
+    if opts.client is not None and not (hasattr(opts.client, "compute") and hasattr(opts.client, "scheduler_info")):
+        raise TypeError(f"client must be a dask.distributed.Client or None, got {type(opts.client).__name__}")
+    for name in ("checkpoint", "resume", "out"):
         value = getattr(opts, name)
         if value is not None and not isinstance(value, (str, os.PathLike)):
             raise TypeError(f"{name} must be a path, got {value!r}")
@@ -151,6 +157,7 @@ def check_options(opts: FitOptions) -> FitOptions:
         resolution=None if opts.resolution is None else check_positive(opts.resolution, "resolution"),
         checkpoint_every=check_count(opts.checkpoint_every, "checkpoint_every", 0),
         preprocess=bool(opts.preprocess), low_memory=bool(opts.low_memory), backtrack=bool(opts.backtrack),
+        persist=bool(opts.persist), start_cells=check_count(opts.start_cells, "start_cells", 1),
     )
 
 

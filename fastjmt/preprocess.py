@@ -158,15 +158,21 @@ def rna_constants(G: sp.csr_matrix) -> dict:
     """The two numbers :func:`preprocess_rna` derives from the whole matrix: ``target_sum`` (the median
     nonzero library size) and ``max_value`` (the largest value after normalisation and log1p)."""
     lib = np.asarray(G.sum(axis=1), dtype=np.float64).ravel()
-    nz = lib[lib > 0]
-    target = float(np.median(nz)) if nz.size else 1.0
-    scale = np.zeros_like(lib)
-    np.divide(target, lib, out=scale, where=lib > 0)
     row_max = np.zeros_like(lib)
     counts = np.diff(G.indptr)
     if G.nnz:  # in the data's dtype (a maximum is exact): no float64 copy of every value
         row_max[counts > 0] = np.maximum.reduceat(G.data, G.indptr[:-1][counts > 0])
-    return {"target_sum": target, "max_value": float(np.log1p(np.max(row_max * scale))) if G.nnz else 0.0}
+    return rna_constants_of(lib, row_max)
+
+
+def rna_constants_of(lib: np.ndarray, row_max: np.ndarray) -> dict:
+    """:func:`rna_constants` from each cell's library size and largest count (float64, one per cell), e.g.
+    gathered from the row chunks of a Dask array."""
+    nz = lib[lib > 0]
+    target = float(np.median(nz)) if nz.size else 1.0
+    scale = np.zeros_like(lib)
+    np.divide(target, lib, out=scale, where=lib > 0)
+    return {"target_sum": target, "max_value": float(np.log1p(np.max(row_max * scale))) if nz.size else 0.0}
 
 
 def preprocess_atac(R: sp.csr_matrix, copy: bool = True) -> sp.csr_matrix:

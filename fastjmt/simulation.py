@@ -188,6 +188,7 @@ def simulate(
     sampling: str = "auto",
     proportions=None,
     atac_noise: float = 0.0,
+    cell_seed: int | None = None,
 ) -> SimulatedData:
     """Simulate unpaired RNA and ATAC cells from shared and modality-specific types.
 
@@ -230,6 +231,12 @@ def simulate(
         Noisier ATAC: this fraction of each ATAC cell's open regions is moved
         to regions drawn uniformly at random (same number of nonzeros,
         weaker signal).
+    cell_seed : int, optional
+        Draw the cells (labels, counts) from a stream of their own, seeded by
+        ``(random_state, cell_seed)``, after the types and the gene activity
+        come from ``random_state`` as usual: calls that differ only in
+        ``cell_seed`` give new cells of the same types, e.g. the row chunks of
+        an atlas too large to simulate at once (``benchmarks/atlas_dask.py``).
 
     Returns
     -------
@@ -285,6 +292,8 @@ def simulate(
     expr = np.exp(log_expr - log_expr.max(axis=1, keepdims=True))
     expr /= expr.sum(axis=1, keepdims=True)
 
+    if cell_seed is not None:
+        rng = np.random.default_rng([int(random_state or 0), int(cell_seed)])
     rna_lab = _type_labels(rna_types, n_rna, proportions)
     atac_lab = _type_labels(atac_types, n_atac, proportions)
     rng.shuffle(rna_lab)

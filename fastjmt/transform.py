@@ -49,19 +49,15 @@ def _prepare(X, name: str, model: dict, n_features: int) -> sp.csr_matrix:
     return pp.preprocess_atac(M, copy=False)
 
 
-def _standardise(P, mu, sd):
-    return (P - mu) / sd
-
-
-def _start_logits(programs, train_programs, train_C, allowed, dtype):
-    """Each new cell's starting logits: the log of the mean training membership of the training column whose
-    centroid of standardised program activities is nearest to the cell's (over the allowed columns)."""
+def start_centroids(train_programs, train_C, allowed) -> tuple:
+    """The nearest-centroid start's model: ``(mu, sd, centres, logits)`` — the training cells' program
+    activities standardised per program (``mu``, ``sd``), each allowed column's centroid of them, and the log of
+    that column's mean training membership (a one-hot guess for a column no training cell took)."""
     train_columns = np.argmax(train_C, axis=1)
-    mu = train_programs.mean(axis=0)
-    sd = train_programs.std(axis=0)
+    mu = train_programs.mean(axis=0).astype(np.float64)
+    sd = train_programs.std(axis=0).astype(np.float64)
     sd = np.where(sd > 0, sd, 1.0)
-    T = _standardise(train_programs.astype(np.float64), mu, sd)
-    P = _standardise(programs.astype(np.float64), mu, sd)
+    T = (train_programs.astype(np.float64) - mu) / sd
     cols = [k for k in allowed if np.any(train_columns == k)] or list(allowed)
     K = train_C.shape[1]
     centroids, memberships = [], []
@@ -73,9 +69,22 @@ def _start_logits(programs, train_programs, train_C, allowed, dtype):
         else:  # a column no training cell took: a one-hot guess
             centroids.append(np.zeros(T.shape[1]))
             memberships.append(np.eye(K)[k] * 0.9 + 0.1 / K)
-    centroids, logits = np.stack(centroids), np.log(np.maximum(np.stack(memberships), 1e-12))
+    return mu, sd, np.stack(centroids), np.log(np.maximum(np.stack(memberships), 1e-12))
+
+
+def nearest_start(programs, model: tuple, dtype) -> np.ndarray:
+    """Each cell's starting logits: those of the column whose centroid (:func:`start_centroids`) is nearest
+    to the cell's standardised program activities."""
+    mu, sd, centroids, logits = model
+    P = (programs.astype(np.float64) - mu) / sd
     d2 = (P**2).sum(1)[:, None] - 2 * P @ centroids.T + (centroids**2).sum(1)[None, :]
     return np.ascontiguousarray(logits[np.argmin(d2, axis=1)], dtype=dtype)
+
+
+def _start_logits(programs, train_programs, train_C, allowed, dtype):
+    """Each new cell's starting logits: the log of the mean training membership of the training column whose
+    centroid of standardised program activities is nearest to the cell's (over the allowed columns)."""
+    return nearest_start(programs, start_centroids(train_programs, train_C, allowed), dtype)
 
 
 def map_cells(result, rna=None, atac=None, *, max_iter: int = MAX_ITER) -> dict:

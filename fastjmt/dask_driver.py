@@ -1,0 +1,477 @@
+"""The fit on Dask arrays: cells in row chunks on the workers, the driver in this process.
+
+A fit whose RNA or ATAC is a Dask array (row chunks of scipy CSR or dense
+NumPy) runs here (:func:`fastjmt.fit` dispatches to :func:`fit`). The epoch is
+the in-memory one (:mod:`fastjmt.driver`) as map/reduce over row chunks:
+
+- every cell-sized array (logits, memberships, their Adam moments, the cell
+  biases) lives in one :class:`fastjmt.chunks.ChunkState` per row chunk, on the
+  worker that computed it, as a Dask future; it is never gathered to the
+  client during the fit;
+- the feature memberships, S and the feature biases (features × K and K × K)
+  live in the client, which steps them from sums of the chunks' parts (Gram
+  products, ``Xᵀ U``, column sums), added by Dask's tree reduction
+  (``dask.bag.Bag.reduction``, ``split_every`` :data:`SPLIT_EVERY`);
+- schedule, backtracking, stopping and restarts are the in-memory driver's
+  (:func:`fastjmt.driver.advance` with the :class:`Chunked` engine).
+
+Each epoch makes two passes over each modality's nonzeros, as in memory; the
+data chunks are read again for each pass (out of core) unless ``persist=True``
+keeps the prepared chunks in the workers' memory.
+
+Threads: each task runs the Numba kernels with ``n_threads`` threads when the
+caller sets it, else with ``max(1, cores of the worker's host // Dask threads
+of all workers on that host)``, so Dask's threads times Numba's never exceed
+the cores; BLAS runs one thread inside a task (:func:`fastjmt._threads.fit_threads`).
+"""
+
+from __future__ import annotations
+
+import logging
+import operator
+import os
+import time
+from dataclasses import dataclass, replace
+
+import numpy as np
+import scipy.sparse as sp
+
+from . import chunks as ck
+from . import objective as obj
+from . import preprocess as pp
+from ._threads import fit_threads
+from .driver import FitOutcome, RunState, Schedule, Snapshot, _Stepper, advance, schedule_of
+from .initialize import initialize
+from .problem import MODALITIES, WEIGHT_OF, Factors, Modality, Problem, build_problem, masked_columns, transpose
+from .transform import start_centroids
+
+logger = logging.getLogger("fastjmt")
+
+#: how many partial sums one task of the tree reduction adds (Dask's default for bags is 8)
+SPLIT_EVERY = 8
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def is_dask(X) -> bool:
+    """Whether ``X`` is a Dask array (without importing Dask when it is not installed or not used)."""
+    return type(X).__module__.startswith("dask.") and hasattr(X, "chunks") and hasattr(X, "to_delayed")
+
+
+def check_dask_matrix(X, name: str) -> None:
+    """Raise a clear error, naming ``name``, for a Dask array the fit cannot take; before any work."""
+    if not is_dask(X):
+        raise TypeError(f"{name}: when one modality is a Dask array the other must be one too (wrap it with "
+                        f"dask.array.from_array({name}, chunks=(rows, -1)))")
+    if X.ndim != 2:
+        raise ValueError(f"{name} must be a 2-D Dask array (cells × features), got {X.ndim} dimension(s)")
+    if len(X.chunks[1]) != 1:
+        raise ValueError(f"{name} is chunked along its features ({len(X.chunks[1])} column chunks); the Dask fit "
+                         f"takes row chunks that hold every feature: {name}.rechunk({{1: -1}})")
+    if any(c == 0 for c in X.chunks[0]):
+        raise ValueError(f"{name} has an empty row chunk; rechunk it ({name}.rechunk({{0: 'auto'}}))")
+    meta = getattr(X, "_meta", None)
+    if meta is not None:
+        ck.check_block(meta, name)
+
+
+# --------------------------------------------------------------------------- the cluster
+
+
+def _client(client):
+    """The caller's client, or a new ``LocalCluster`` sized to this machine (and whether the fit owns it)."""
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError as err:  # pragma: no cover - the extra is installed where the Dask tests run
+        raise ImportError("Dask inputs need the dask extra: pip install 'fastjmt[dask]'") from err
+    if client is not None:
+        return client, False
+    cores = os.cpu_count() or 1
+    n_workers = max(1, cores // 4)
+    cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=None)
+    return Client(cluster), True
+
+
+def task_threads(client, n_threads) -> dict:
+    """Numba threads per task on each worker (address → count); see the module's *Threads*."""
+    info = client.scheduler_info()["workers"]
+    if n_threads is not None:
+        return {addr: int(n_threads) for addr in info}
+    cores = client.run(os.cpu_count)
+    per_host = {}
+    for addr, w in info.items():
+        per_host[w["host"]] = per_host.get(w["host"], 0) + int(w["nthreads"])
+    return {addr: max(1, int(cores.get(addr) or 1) // per_host[w["host"]]) for addr, w in info.items()}
+
+
+def _run(threads: dict, fn, *args):
+    """Run ``fn(*args)`` in a task with this worker's Numba threads and one BLAS thread."""
+    try:
+        from distributed import get_worker
+
+        n = threads.get(get_worker().address, 1)
+    except (ImportError, ValueError):
+        n = max(threads.values()) if threads else 1
+    with fit_threads(n):
+        return fn(*args)
+
+
+def _listed(x):
+    return [x]
+
+
+# --------------------------------------------------------------------------- the engine
+
+
+class Chunked:
+    """The engine of :func:`fastjmt.driver.advance` for cells in row chunks (see the module docstring)."""
+
+    def __init__(self, client, problem: Problem, sched: Schedule, data: dict, hyper: dict, threads: dict):
+        self.client, self.problem, self.sched = client, problem, sched
+        self.data, self.hyper, self.threads = data, hyper, threads
+
+    # -- map and reduce
+    def _map(self, fn, jobs: dict, with_data=True) -> dict:
+        """``fn(data_i, state_i, *args)`` (or ``fn(state_i, *args)``) on every chunk of each modality in
+        ``jobs = {name: (states, args)}``, all in one round trip to the scheduler: per modality the futures of
+        the new states and the sum of the chunks' parts (a tree reduction)."""
+        from dask import delayed
+        import dask.bag as db
+
+        new, totals = [], []
+        for name, (states, args) in jobs.items():
+            shared = [delayed(a, pure=True) if isinstance(a, np.ndarray) and a.size > 4096 else a for a in args]
+            outs = []
+            for i, st in enumerate(states):
+                head = (self.data[name][i], st) if with_data else (st,)
+                outs.append(delayed(_run, pure=False, nout=2)(self.threads, fn, *head, *shared))
+            parts = db.from_delayed([delayed(_listed, pure=False)(o[1]) for o in outs])
+            totals.append(parts.reduction(operator.itemgetter(0), ck.sum_parts, split_every=SPLIT_EVERY))
+            new.append([o[0] for o in outs])
+        futures = self.client.compute([f for group in new for f in group] + totals, optimize_graph=False)
+        sums = self.client.gather(futures[-len(totals):])
+        out, at = {}, 0
+        for (name, _), group, total in zip(jobs.items(), new, sums):
+            out[name] = (futures[at:at + len(group)], total)
+            at += len(group)
+        return out
+
+    def _hyper(self, name, state, key=None):
+        h = self.hyper[name]
+        st = state.stepper
+        if key is None:
+            return h
+        return replace(h, lr=st.lr, step=st.steps[key], adam=self.sched.optimizer == "adam", beta1=self.sched.beta1,
+                       beta2=self.sched.beta2, eps=self.sched.eps)
+
+    # -- the engine's interface
+    def epoch(self, state: RunState, it: int) -> dict:
+        """One full-batch epoch, as :func:`fastjmt.driver._epoch`; both modalities' chunks go in each round trip
+        (a modality's cell step does not read the other modality), three round trips in all."""
+        P, step, problem = state.params, state.stepper, self.problem
+        chunks = dict(state.chunks)
+        sv, h = {}, {}
+        for name in MODALITIES:
+            f = P[name]
+            sv[name] = obj.side_stats(f.Cf, f.c)
+            step.steps["Z_" + name] += 1
+            h[name] = self._hyper(name, state, "Z_" + name)
+        done = self._map(ck.cell_step, {m: (chunks[m], (h[m], P[m].Cf, sv[m], P[m].S)) for m in MODALITIES})
+        for name, other in (("atac", "rna"), ("rna", "atac")):
+            f = P[name]
+            chunks[name], gS = done[name]
+            gS = gS + obj.association_coupling_grad(problem, f.S, P[other].S)
+            step("S_" + name, f.S, gS, np.arange(f.S.shape[0], dtype=np.int64))
+            _finite(f.S, "S_" + name, it)
+        done = self._map(ck.cell_biases, {m: (chunks[m], (h[m], P[m].S, sv[m])) for m in MODALITIES})
+        cell_side, XtU = {}, {}
+        for name in MODALITIES:
+            f, mod = P[name], problem.modality(name)
+            chunks[name], parts = done[name]
+            cell_side[name], XtU[name] = parts["su"], parts["XtU"].astype(f.Cf.dtype)
+            f.c[:] = obj.closed_form_bias(mod.col_sums, f.Cf, cell_side[name], mod.n)
+        for name in MODALITIES:
+            f, mod = P[name], problem.modality(name)
+            bs = obj.BatchStats(None, np.arange(mod.p, dtype=np.int64), None, mod.col_sums, mod.sq_norm,
+                                2.0 * mod.weight / (mod.n * mod.p), 1.0)
+            V = step.logits("Zf_" + name, f.Zf, bs.cols, f.Cf,
+                            obj.feature_grad(problem, name, P, bs, XtU[name], f.Cf, cell_side[name], f.c))
+            _finite(V, "Zf_" + name, it)
+            f.Cf[:] = V
+            f.c[:] = obj.closed_form_bias(mod.col_sums, f.Cf, cell_side[name], mod.n)
+            sv[name] = obj.side_stats(f.Cf, f.c)
+        done = self._map(ck.refit_after_features, {m: (chunks[m], (self.hyper[m], P[m].S, sv[m])) for m in MODALITIES},
+                         with_data=False)
+        recon, cell_terms = {}, {"mask": 0.0, "entropy": 0.0}
+        for name in MODALITIES:
+            f, mod = P[name], problem.modality(name)
+            chunks[name], parts = done[name]
+            recon[name] = mod.weight * obj.recon_value_of_sums(
+                mod.sq_norm, obj.frob(f.Cf, XtU[name]), parts["b_dot_rows"], obj.bias_dot(f.c, mod.col_sums),
+                mod.n, mod.p, parts["su"], sv[name])
+            cell_terms["mask"] += parts["mask"] / mod.n
+            cell_terms["entropy"] += parts["entropy"] / mod.n
+        state.chunks = chunks
+        return obj.complete_terms(problem, P, recon, cell_terms)
+
+    def save(self, state: RunState):
+        from .driver import _SavePoint
+
+        return _SavePoint(state)
+
+    def snapshot(self, state: RunState, loss: float) -> Snapshot:
+        P = state.params
+        labels = [None, None] + [np.argmax(P[m].Cf, axis=1).astype(np.int32) for m in ("rna", "atac")]
+        return Snapshot(labels, [P[m].S.astype(np.float64) for m in ("rna", "atac")], loss)
+
+    def measure(self, state: RunState, loss: float) -> tuple:
+        done = self._map(ck.relabel, {m: (state.chunks[m], ()) for m in ("rna", "atac")}, with_data=False)
+        shares = [done[m][1] / self.problem.modality(m).n for m in ("rna", "atac")]
+        state.chunks = {m: done[m][0] for m in MODALITIES}
+        now = self.snapshot(state, loss)
+        change = now.change(state.snapshot, state.kept, cell_shares=shares)
+        return now, change, max(shares)
+
+    def loss(self, params: dict, chunks: dict) -> dict:
+        """Every term of the objective at the current point (one pass over each modality's nonzeros)."""
+        done = self._map(ck.evaluate, {m: (chunks[m], (self.hyper[m], params[m].Cf, params[m].S)) for m in MODALITIES})
+        recon, cell_terms = {}, {"mask": 0.0, "entropy": 0.0}
+        for name in MODALITIES:
+            f, mod = params[name], self.problem.modality(name)
+            parts = done[name][1]
+            recon[name] = mod.weight * obj.recon_value_of_sums(
+                mod.sq_norm, parts["bilinear"], parts["b_dot_rows"], obj.bias_dot(f.c, mod.col_sums), mod.n, mod.p,
+                parts["su"], obj.side_stats(f.Cf, f.c))
+            cell_terms["mask"] += parts["mask"] / mod.n
+            cell_terms["entropy"] += parts["entropy"] / mod.n
+        return obj.complete_terms(self.problem, params, recon, cell_terms)
+
+
+def _finite(arr, block, it):
+    from .errors import NonFiniteError
+
+    if not np.isfinite(arr).all():
+        raise NonFiniteError(f"non-finite values in block {block} at iteration {it}; lower learning_rate, use "
+                             "dtype=float64, or check the input for extreme values")
+
+
+# --------------------------------------------------------------------------- preparing the chunks
+
+
+def _compute(client, tasks):
+    return client.gather(client.compute(tasks, optimize_graph=False))
+
+
+def _prepare(client, X, name: str, opts, threads: dict):
+    """The prepared chunks of one modality (Delayed, or futures with ``persist``), the preprocessing
+    constants and the modality's sums."""
+    from dask import delayed
+
+    blocks = list(X.to_delayed().ravel())
+    raw = _compute(client, [delayed(_run, pure=True)(threads, ck.raw_stats, b, name) for b in blocks])
+    if any(r["negative"] for r in raw) and opts.preprocess:
+        raise ValueError(f"{name} has negative values; pass raw counts, or preprocess=False for data you prepared")
+    constants = {}
+    if name == "rna" and opts.preprocess:
+        lib = np.concatenate([r["lib"] for r in raw])
+        row_max = np.concatenate([r["row_max"] for r in raw])
+        constants = pp.rna_constants_of(lib, row_max)
+    data = [delayed(_run, pure=True)(threads, ck.prepare, b, name, np.dtype(opts.dtype), opts.preprocess, constants)
+            for b in blocks]
+    if opts.persist:
+        data = client.persist(data, optimize_graph=False)
+    stats = _compute(client, [delayed(_run, pure=True)(threads, ck.prepared_stats, d) for d in data])
+    sums = {"col_sums": ck.sum_parts([s["col_sums"] for s in stats]), "sq_norm": sum(s["sq_norm"] for s in stats),
+            "n_rows": [s["n"] for s in stats], "empty": np.concatenate([s["empty"] for s in stats])}
+    return data, constants, sums
+
+
+def _sample(client, data, n_rows: list, size: int, rng) -> tuple:
+    """Rows of the start's sample (sorted global indices; all rows when there are at most ``size``) and their
+    prepared data as one CSR matrix."""
+    from dask import delayed
+
+    n = sum(n_rows)
+    rows = np.arange(n, dtype=np.int64) if n <= size else np.sort(rng.choice(n, size=size, replace=False))
+    offsets = np.concatenate([[0], np.cumsum(n_rows)])
+    local = [rows[(rows >= offsets[i]) & (rows < offsets[i + 1])] - offsets[i] for i in range(len(n_rows))]
+    parts = _compute(client, [delayed(ck.select_rows, pure=True)(d, r) for d, r in zip(data, local)])
+    return rows, local, sp.vstack(parts, format="csr")
+
+
+# --------------------------------------------------------------------------- the fit
+
+
+def check_inputs(rna, atac, gene_activity, opts) -> None:
+    """Every check of a Dask fit's inputs and options that needs no pass over the data; before any work."""
+    from .validation import check_matrix
+
+    check_dask_matrix(rna, "rna")
+    check_dask_matrix(atac, "atac")
+    check_matrix(gene_activity, "gene_activity", allow_negative=False)
+    n_genes, n_regions = rna.shape[1], atac.shape[1]
+    if tuple(gene_activity.shape) != (n_genes, n_regions):
+        raise ValueError(f"gene_activity has shape {gene_activity.shape}; expected (n_genes, n_regions) = "
+                         f"({n_genes}, {n_regions}) from rna and atac")
+    for name, X in (("rna", rna), ("atac", atac)):
+        if X.shape[0] < opts.K:
+            raise ValueError(f"{name} has {X.shape[0]} cells, fewer than the {opts.K} clusters asked for")
+    for what in ("checkpoint", "resume"):
+        if getattr(opts, what) is not None:
+            raise ValueError(f"{what}= is not supported with Dask inputs yet; fit without it")
+    if opts.batch_cells < 1.0 or opts.batch_features < 1.0:
+        raise ValueError("mini-batches (batch_cells/batch_features < 1) are not supported with Dask inputs yet; "
+                         "use the full batch")
+
+
+@dataclass
+class DaskRun:
+    """What a Dask fit hands back to :func:`fastjmt.fit`: the kept restart (its params hold the feature-sized
+    factors; cells are in ``cells``), the per-cell outputs, the column merge, the RNA preprocessing constants."""
+
+    outcome: FitOutcome
+    cells: dict  # per modality: C, programs, b, empty (Dask arrays, or NumPy, see _outputs)
+    column_clusters: object
+    rna_constants: dict
+
+
+def fit(rna, atac, A: sp.csr_matrix, opts) -> DaskRun:
+    """Fit on Dask arrays ``rna`` and ``atac`` (checked by :func:`check_inputs`) with the prepared gene
+    activity ``A``; ``opts`` are :func:`fastjmt.fit`'s checked options (``client``, ``persist``, ``out``,
+    ``start_cells`` among them)."""
+    client, own = _client(opts.client)
+    try:
+        with client.as_current():  # every computation of the fit (dask.compute too) on this client
+            return _fit(client, own, rna, atac, A, opts)
+    finally:
+        if own:
+            client.close()
+            client.cluster.close()
+
+
+def _fit(client, own: bool, rna, atac, A: sp.csr_matrix, opts) -> DaskRun:
+    """The fit, on ``client`` (see :func:`fit`)."""
+    from .options import restart_seeds
+
+    threads = task_threads(client, opts.n_threads)
+    prepared = {name: _prepare(client, X, name, opts, threads) for name, X in (("rna", rna), ("atac", atac))}
+    data = {m: prepared[m][0] for m in MODALITIES}
+    sums = {m: prepared[m][2] for m in MODALITIES}
+    masked = masked_columns(*opts.layout)
+    At = transpose(A)
+    mods = {m: Modality(None, None, sum(sums[m]["n_rows"]), (rna if m == "rna" else atac).shape[1], None,
+                        sums[m]["col_sums"], sums[m]["sq_norm"], opts.weights[WEIGHT_OF[m]], masked[m])
+            for m in MODALITIES}
+    problem = Problem(mods["atac"], mods["rna"], (A.indptr, A.indices, A.data),
+                      (At.indptr, At.indices, At.data), A.shape[0], A.shape[1], opts.K, opts.a3, opts.a4,
+                      opts.a5, opts.a6, np.dtype(opts.dtype))
+    hyper = {m: ck.Hyper(mods[m].weight, opts.a5, opts.a6, mods[m].n, mods[m].p, masked[m],
+                     rows=tuple(sums[m]["n_rows"])) for m in MODALITIES}
+    sched = schedule_of(opts)
+    engine = Chunked(client, problem, sched, data, hyper, threads)
+    best, losses = None, []
+    for seed in restart_seeds(opts.random_state, opts.n_init):
+        state = _start(engine, problem, opts, sched, seed, sums, A)
+        advance(problem, sched, state, engine=engine)
+        losses.append(state.history[-1][-1])
+        if best is None or losses[-1] < best.history[-1][-1]:
+            best = state
+    cells = _outputs(engine, best, opts, own)
+    clusters = _column_clusters(cells, opts)
+    if own and opts.out is None:  # the cluster closes with the fit: the per-cell outputs come home
+        import dask
+
+        for m in MODALITIES:
+            cells[m] = dict(zip(cells[m], dask.compute(*cells[m].values())))
+    return DaskRun(FitOutcome(best.outcome(), losses, False), cells, clusters, prepared["rna"][1])
+
+
+def _start(engine: Chunked, problem: Problem, opts, sched: Schedule, seed: int, sums: dict, A) -> RunState:
+    """A restart's start: the in-memory start on a sample of each modality's cells (all of them when there are
+    at most ``start_cells``), its feature factors and S for every chunk, the sample's cell logits for the
+    sample's cells, the nearest column centroid of program activities for the others."""
+    from dask import delayed
+
+    t0 = time.perf_counter()
+    client = engine.client
+    sample_rng = np.random.default_rng(np.random.SeedSequence(seed).spawn(1)[0])
+    samples = {m: _sample(client, engine.data[m], sums[m]["n_rows"], opts.start_cells, sample_rng)
+               for m in MODALITIES}
+    sub = build_problem(samples["rna"][2], samples["atac"][2], A, *opts.layout, opts.weights, opts.dtype,
+                        opts.low_memory)
+    rng = np.random.default_rng(seed)
+    start = initialize(sub, *opts.layout, sched.init, rng, sched.init_scale)
+    params, chunks = {}, {}
+    for m in MODALITIES:
+        f, rows, local = start[m], samples[m][0], samples[m][1]
+        K = f.S.shape[0]
+        empty = np.zeros((0, K), dtype=f.Z.dtype)
+        params[m] = Factors(empty, empty.copy(), f.Zf, f.Cf, f.S, np.zeros(0, f.b.dtype), f.c)
+        n_rows = sums[m]["n_rows"]
+        offsets = np.concatenate([[0], np.cumsum(n_rows)])
+        if rows.size == offsets[-1]:  # the start saw every cell: its logits and biases, chunk by chunk
+            tasks = [delayed(_run, pure=False)(engine.threads, ck.given_start, d, f.Z[offsets[i]:offsets[i + 1]],
+                                               f.b[offsets[i]:offsets[i + 1]])
+                     for i, d in enumerate(engine.data[m])]
+        else:
+            allowed = np.setdiff1d(np.arange(K), problem.modality(m).masked_cols)
+            centroids = start_centroids(obj.program_activity(sub.modality(m), f.Cf), f.C, allowed)
+            pos = np.searchsorted(rows, offsets[:-1])
+            tasks = [delayed(_run, pure=False)(engine.threads, ck.start, d, engine.hyper[m], local[i],
+                                               f.Z[pos[i]:pos[i] + local[i].size], centroids, f.Cf, f.c, f.S,
+                                               np.dtype(opts.dtype))
+                     for i, d in enumerate(engine.data[m])]
+        chunks[m] = client.compute(tasks, optimize_graph=False)
+    terms = engine.loss(params, chunks)
+    total = terms["total"]
+    state = RunState(seed, params, _Stepper(sched, params), rng, [[terms[t] for t in obj.TERMS] + [total]],
+                     prev=total, chunks=chunks)
+    if sched.stop == "answer":
+        state.snapshot = engine.snapshot(state, total)
+    state.seconds = time.perf_counter() - t0
+    return state
+
+
+def _outputs(engine: Chunked, best: RunState, opts, own: bool) -> dict:
+    """Per modality the per-cell outputs (``C`` with empty rows uniform, ``programs``, ``b``, ``empty``) as
+    Dask arrays over futures on the cluster, or over the ``out`` zarr store once written there."""
+    import dask.array as da
+    from dask import delayed
+
+    client, P, K = engine.client, best.params, opts.K
+    cells = {}
+    for m in MODALITIES:
+        outs = client.compute([delayed(_run, pure=False)(engine.threads, ck.outputs, d, st, engine.hyper[m], P[m].Cf)
+                               for d, st in zip(engine.data[m], best.chunks[m])], optimize_graph=False)
+        rows = engine.hyper[m].rows
+        dt = P[m].Cf.dtype
+        fields = {"C": ((K,), dt), "programs": ((K,), dt), "b": ((), dt), "empty": ((), bool)}
+        cells[m] = {key: da.concatenate([da.from_delayed(delayed(operator.getitem)(o, key), shape=(r,) + tail,
+                                                         dtype=t) for o, r in zip(outs, rows)])
+                    for key, (tail, t) in fields.items()}
+    if opts.out is not None:
+        store = os.fspath(opts.out)
+        for m in MODALITIES:
+            for key, arr in cells[m].items():
+                da.to_zarr(arr, store, component=f"{key}_{m}", overwrite=True)
+            cells[m] = {key: da.from_zarr(store, component=f"{key}_{m}") for key in cells[m]}
+    return cells
+
+
+def _column_clusters(cells: dict, opts):
+    """The column merge (:func:`fastjmt.merge_columns`) on up to ``start_cells`` cells per modality with data
+    (all of them when there are no more): it decides per column, so a sample of the cells is enough."""
+    if opts.resolution is None:
+        return None
+    from .clustering import merge_columns
+
+    sample = {}
+    for m in MODALITIES:
+        n = cells[m]["b"].shape[0]
+        rows = np.arange(n) if n <= opts.start_cells else \
+            np.sort(np.random.default_rng(0).choice(n, opts.start_cells, replace=False))
+        prog, C, empty = (np.asarray(cells[m][k][rows]) for k in ("programs", "C", "empty"))
+        sample[m] = (prog[~empty], C[~empty].argmax(axis=1))
+    return merge_columns(sample["rna"][0], sample["atac"][0], sample["rna"][1], sample["atac"][1], *opts.layout,
+                         resolution=opts.resolution)

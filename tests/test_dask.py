@@ -1,0 +1,156 @@
+"""The fit on Dask arrays (fastjmt.dask_driver): equal to the in-memory fit, independent of the chunking, survives
+a killed worker, clear errors for inputs it cannot take. One 2-process LocalCluster for the module."""
+
+import os
+import signal
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+import fastjmt
+
+da = pytest.importorskip("dask.array")
+distributed = pytest.importorskip("distributed")
+
+pytestmark = pytest.mark.filterwarnings("ignore::fastjmt.ConvergenceWarning")  # short fits, compared epoch by epoch
+
+KW = dict(n_shared=3, random_state=0, dtype="float64", n_threads=1)
+
+
+@pytest.fixture(scope="module")
+def sim():
+    return fastjmt.simulate(n_rna=300, n_atac=360, n_genes=150, n_regions=450, n_shared=3, random_state=0)
+
+
+@pytest.fixture(scope="module")
+def client():
+    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
+    with distributed.Client(cluster) as c:
+        yield c
+    cluster.close()
+
+
+def chunked(X, rows):
+    return da.from_array(X, chunks=(rows, -1), asarray=False)
+
+
+@pytest.fixture(scope="module")
+def reference(sim):
+    return fastjmt.fit(sim.rna, sim.atac, sim.gene_activity, max_iter=6, **KW)
+
+
+def assert_same_fit(ref, res, atol, loss_rtol=1e-9):
+    assert res.n_iter == ref.n_iter
+    for key in ("C_rna", "C_atac", "C_genes", "C_regions", "S_rna", "S_atac", "b_rna", "b_atac", "b_genes",
+                "b_regions", "programs_rna", "programs_atac"):
+        np.testing.assert_allclose(np.asarray(getattr(res, key)), getattr(ref, key), atol=atol, rtol=0, err_msg=key)
+    np.testing.assert_allclose(res.loss_history, ref.loss_history, rtol=loss_rtol)
+    np.testing.assert_array_equal(np.asarray(res.labels_rna), ref.labels_rna)
+    np.testing.assert_array_equal(np.asarray(res.labels_atac), ref.labels_atac)
+    np.testing.assert_array_equal(np.asarray(res.labels_genes), ref.labels_genes)
+
+
+def test_dask_fit_equals_the_in_memory_fit(sim, client, reference):
+    res = fastjmt.fit(chunked(sim.rna, 110), chunked(sim.atac, 100), sim.gene_activity, client=client, max_iter=6,
+                      **KW)
+    assert isinstance(res.C_rna, da.Array)  # the caller's cluster: per-cell outputs stay on it
+    assert_same_fit(reference, res, 1e-10)
+
+
+def test_chunk_size_and_persist_do_not_change_the_result(sim, client, reference):
+    res = fastjmt.fit(chunked(sim.rna, 300), chunked(sim.atac, 37), sim.gene_activity, client=client, max_iter=6,
+                      persist=True, **KW)
+    assert_same_fit(reference, res, 1e-10)
+
+
+def test_dense_chunks_and_float32(sim, client):
+    ref = fastjmt.fit(sim.rna, sim.atac, sim.gene_activity, max_iter=4, **dict(KW, dtype="float32"))
+    res = fastjmt.fit(da.from_array(sim.rna.toarray(), chunks=(128, -1)), chunked(sim.atac, 90), sim.gene_activity,
+                      client=client, max_iter=4, **dict(KW, dtype="float32"))
+    assert res.C_genes.dtype == np.float32
+    assert_same_fit(ref, res, 1e-4, loss_rtol=1e-5)
+
+
+def test_a_worker_killed_during_the_fit_costs_a_retry_not_the_fit(sim, client, reference):
+    pids = client.run(os.getpid)
+    killed = []
+
+    def kill_one(it, terms, params):
+        if it == 3 and not killed:
+            addr = sorted(pids)[0]
+            os.kill(pids[addr], signal.SIGKILL)
+            killed.append(addr)
+
+    res = fastjmt.fit(chunked(sim.rna, 110), chunked(sim.atac, 100), sim.gene_activity, client=client, max_iter=6,
+                      callback=kill_one, **KW)
+    assert killed
+    assert_same_fit(reference, res, 1e-10)
+    client.wait_for_workers(2, timeout=60)
+
+
+def test_out_writes_the_per_cell_results_to_zarr(sim, client, reference, tmp_path):
+    pytest.importorskip("zarr")
+    store = tmp_path / "cells.zarr"
+    res = fastjmt.fit(chunked(sim.rna, 110), chunked(sim.atac, 100), sim.gene_activity, client=client, max_iter=6,
+                      out=store, **KW)
+    assert store.exists()
+    back = da.from_zarr(str(store), component="C_atac").compute()
+    np.testing.assert_allclose(back, reference.C_atac, atol=1e-10)
+    np.testing.assert_allclose(np.asarray(res.programs_rna), reference.programs_rna, atol=1e-10)
+
+
+def test_bad_dask_inputs_get_errors_naming_the_argument(sim, client):
+    coo = chunked(sim.rna, 100).map_blocks(sp.coo_matrix)
+    with pytest.raises(TypeError, match="rna: a chunk is scipy.sparse COO"):
+        fastjmt.fit(coo, chunked(sim.atac, 100), sim.gene_activity, client=client, **KW)
+    by_columns = da.from_array(sim.atac, chunks=(100, 200), asarray=False)
+    with pytest.raises(ValueError, match=r"atac is chunked along its features.*rechunk\(\{1: -1\}\)"):
+        fastjmt.fit(chunked(sim.rna, 100), by_columns, sim.gene_activity, client=client, **KW)
+    with pytest.raises(TypeError, match="atac: when one modality is a Dask array the other must be one too"):
+        fastjmt.fit(chunked(sim.rna, 100), sim.atac, sim.gene_activity, client=client, **KW)
+    with pytest.raises(ValueError, match="checkpoint= is not supported with Dask inputs"):
+        fastjmt.fit(chunked(sim.rna, 100), chunked(sim.atac, 100), sim.gene_activity, client=client,
+                    checkpoint="x.ckpt", **KW)
+    with pytest.raises(ValueError, match="client= applies to Dask inputs only"):
+        fastjmt.fit(sim.rna, sim.atac, sim.gene_activity, client=client, **KW)
+    with pytest.raises(TypeError, match="client must be a dask.distributed.Client"):
+        fastjmt.fit(chunked(sim.rna, 100), chunked(sim.atac, 100), sim.gene_activity, client="tcp://x", **KW)
+
+
+def test_a_lazily_read_anndata_is_fitted_on_dask(sim, client, reference, tmp_path):
+    anndata = pytest.importorskip("anndata")
+    h5py = pytest.importorskip("h5py")
+    from anndata.experimental import read_elem_lazy
+
+    from fastjmt.adata import fit_anndata
+
+    paths = {}
+    for name, X in (("rna", sim.rna), ("atac", sim.atac)):
+        paths[name] = tmp_path / f"{name}.h5ad"
+        anndata.AnnData(X=X).write_h5ad(paths[name])
+    with h5py.File(paths["rna"], "r") as fr, h5py.File(paths["atac"], "r") as fa:
+        rna = anndata.AnnData(X=read_elem_lazy(fr["X"], chunks=(120, sim.rna.shape[1])))
+        atac = anndata.AnnData(X=read_elem_lazy(fa["X"], chunks=(100, sim.atac.shape[1])))
+        res = fit_anndata(rna, atac, gene_activity=sim.gene_activity, client=client, max_iter=6, **KW)
+        assert_same_fit(reference, res, 1e-10)
+        np.testing.assert_allclose(np.asarray(rna.obsm["X_jmt"]), reference.C_rna, atol=1e-10)
+
+
+def _running_clients():
+    return {id(c) for c in distributed.client._global_clients.values() if c.status == "running"}
+
+
+def test_without_a_client_the_fit_starts_and_closes_its_own_cluster(sim, reference):
+    before = _running_clients()
+    res = fastjmt.fit(chunked(sim.rna, 150), chunked(sim.atac, 180), sim.gene_activity, max_iter=6, **KW)
+    assert isinstance(res.C_rna, np.ndarray) and isinstance(res.empty_atac, np.ndarray)  # gathered before closing
+    assert_same_fit(reference, res, 1e-10)
+    assert _running_clients() <= before  # the fit's own client and cluster are closed
+
+
+def test_the_estimator_fits_dask_arrays(sim, client, reference):
+    model = fastjmt.JMT(client=client, max_iter=6, **KW).fit(chunked(sim.rna, 110), chunked(sim.atac, 100),
+                                                             sim.gene_activity)
+    np.testing.assert_allclose(model.C_genes_, reference.C_genes, atol=1e-10)
+    np.testing.assert_array_equal(np.asarray(model.labels_atac_), reference.labels_atac)
