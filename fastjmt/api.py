@@ -559,7 +559,8 @@ def _fit_dask(rna, atac, gene_activity, opts: FitOptions, t_start: float) -> JMT
     coverage = check_coverage(A)
     if opts.preprocess:
         A = pp.preprocess_gene_activity(A, copy=False)
-    run = dask_driver.fit(rna, atac, A, opts)
+    with _verbose_logging(opts), _ctrl_c_finishes_epoch() as interrupted:
+        run = dask_driver.fit(rna, atac, A, opts, _seeds(opts), _fingerprint_options(opts), interrupted.is_set)
     warn_how_it_ended(run.outcome, opts)
     best, cells = run.outcome.best, run.cells
     p = best.params
@@ -569,7 +570,8 @@ def _fit_dask(rna, atac, gene_activity, opts: FitOptions, t_start: float) -> JMT
         b_genes=p["rna"].c, b_regions=p["atac"].c, loss_history=best.history, n_iter=best.n_iter,
         converged=best.converged, seed=best.seed, n_shared=opts.n_shared, n_rna_only=opts.n_rna_only,
         n_atac_only=opts.n_atac_only, fit_seconds=time.perf_counter() - t_start,
-        restart_losses=np.asarray(run.outcome.losses), interrupted=False, programs_rna=cells["rna"]["programs"],
+        restart_losses=np.asarray(run.outcome.losses), interrupted=run.outcome.interrupted,
+        programs_rna=cells["rna"]["programs"],
         programs_atac=cells["atac"]["programs"], n_undone=best.undone, column_clusters=run.column_clusters,
         resolution=opts.resolution, stop_reason=best.stop_reason,
         answer_change=tuple(float(x) for x in best.change), link_coverage=coverage.as_dict(),
@@ -617,20 +619,28 @@ def _prepare(rna, atac, gene_activity, opts: FitOptions) -> _Prepared:
     return _Prepared(problem, (G, R, A), empty, coverage, constants)
 
 
-def _run(prep: _Prepared, opts: FitOptions, threads: int):
-    """The restarts (or their resumption), with the threads, Ctrl-C and the verbose logger set up and restored."""
+def _seeds(opts: FitOptions) -> list:
+    """The restarts' seeds: from ``random_state``, or the checkpoint's when resuming with ``random_state=None``."""
     if opts.resume is not None and opts.random_state is None:  # seeds drawn fresh: the checkpoint's
         seeds = list(ckpt.read_meta(opts.resume).get("fingerprint", {}).get("seeds", []))
-        if len(seeds) != opts.n_init:
-            seeds = restart_seeds(opts.random_state, opts.n_init)
-    else:
-        seeds = restart_seeds(opts.random_state, opts.n_init)
-    fingerprint = ckpt.fingerprint(prep.matrices, prep.problem, opts.layout, opts.weights, opts.dtype, {
+        if len(seeds) == opts.n_init:
+            return seeds
+    return restart_seeds(opts.random_state, opts.n_init)
+
+
+def _fingerprint_options(opts: FitOptions) -> dict:
+    """The options a resumed fit must share with its checkpoint (besides data, layout, weights, dtype, seeds)."""
+    return {
         "optimizer": [opts.optimizer, opts.learning_rate, opts.backtrack, opts.batch_cells, opts.batch_features],
         "init": [opts.init, opts.init_scale],
         "preprocess": opts.preprocess,
         "low_memory": opts.low_memory,
-    }, seeds)
+    }
+
+
+@contextlib.contextmanager
+def _verbose_logging(opts: FitOptions):
+    """With ``verbose``, fastjmt's logger prints to stderr for the body (unless the caller configured it)."""
     handler = None
     if opts.verbose and not any(not isinstance(h, logging.NullHandler) for h in logger.handlers):
         handler = logging.StreamHandler(sys.stderr)
@@ -639,14 +649,22 @@ def _run(prep: _Prepared, opts: FitOptions, threads: int):
         prev_level = logger.level
         logger.setLevel(logging.INFO)
     try:
-        with fit_threads(threads), _ctrl_c_finishes_epoch() as interrupted:
-            return fit_restarts(prep.problem, schedule_of(opts), opts.layout, seeds, fingerprint,
-                                checkpoint=opts.checkpoint, checkpoint_every=opts.checkpoint_every, resume=opts.resume,
-                                should_stop=interrupted.is_set)
+        yield
     finally:
         if handler is not None:
             logger.removeHandler(handler)
             logger.setLevel(prev_level)
+
+
+def _run(prep: _Prepared, opts: FitOptions, threads: int):
+    """The restarts (or their resumption), with the threads, Ctrl-C and the verbose logger set up and restored."""
+    seeds = _seeds(opts)
+    fingerprint = ckpt.fingerprint(prep.matrices, prep.problem, opts.layout, opts.weights, opts.dtype,
+                                   _fingerprint_options(opts), seeds)
+    with _verbose_logging(opts), fit_threads(threads), _ctrl_c_finishes_epoch() as interrupted:
+        return fit_restarts(prep.problem, schedule_of(opts), opts.layout, seeds, fingerprint,
+                            checkpoint=opts.checkpoint, checkpoint_every=opts.checkpoint_every, resume=opts.resume,
+                            should_stop=interrupted.is_set)
 
 
 def warn_how_it_ended(outcome, opts: FitOptions, stacklevel: int = 4) -> None:

@@ -68,11 +68,19 @@ def read_meta(path: str) -> dict:
 def fingerprint(matrices, problem, layout, weights: dict, dtype, options: dict, seeds: list) -> dict:
     """What a checkpoint must match to be resumed: the prepared inputs' shapes, nonzeros and sums, the layout,
     the weights and the options that change the fit, and the restarts' seeds (JSON-able)."""
+    return fingerprint_of([list(M.shape) for M in matrices], [int(M.nnz) for M in matrices],
+                          [problem.rna.sq_norm, problem.atac.sq_norm, float(problem.rna.row_sums.sum()),
+                           float(problem.atac.row_sums.sum())], layout, weights, dtype, options, seeds)
+
+
+def fingerprint_of(shapes: list, nnz: list, sums: list, layout, weights: dict, dtype, options: dict,
+                   seeds: list) -> dict:
+    """:func:`fingerprint` from the inputs' shapes, nonzeros and sums (``|G|²``, ``|R|²``, ``Σ G``, ``Σ R`` of
+    the prepared data), e.g. summed over the row chunks of Dask arrays."""
     return json.loads(json.dumps({
-        "shapes": [list(M.shape) for M in matrices],
-        "nnz": [int(M.nnz) for M in matrices],
-        "sums": [problem.rna.sq_norm, problem.atac.sq_norm, float(problem.rna.row_sums.sum()),
-                 float(problem.atac.row_sums.sum())],
+        "shapes": shapes,
+        "nnz": nnz,
+        "sums": sums,
         "layout": list(layout),
         "dtype": np.dtype(dtype).name,
         "weights": weights,

@@ -17,6 +17,7 @@ arithmetic of the model comes from :mod:`fastjmt.objective`.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -121,7 +122,7 @@ def prepared_stats(data: tuple) -> dict:
     rs, sq = pp.row_sums(indptr, values)
     col = spmm_t_full((indptr, indices, values), None, p, np.ones((indptr.size - 1, 1)))[:, 0]
     return {"col_sums": col, "sq_norm": float(sq.sum()), "row_sums": rs, "empty": np.diff(indptr) == 0,
-            "n": indptr.size - 1}
+            "n": indptr.size - 1, "nnz": int(indptr[-1] - indptr[0])}
 
 
 def select_rows(data: tuple, rows: np.ndarray) -> sp.csr_matrix:
@@ -223,6 +224,20 @@ def outputs(data: tuple, st: ChunkState, h: Hyper, Cf) -> dict:
         C = C.copy()
         C[st.empty] = 1.0 / C.shape[1]
     return {"C": C, "programs": obj.program_activity(mod, Cf), "b": st.b, "empty": st.empty}
+
+
+def save_state(st: ChunkState, path: str) -> str:
+    """Write a chunk's state to ``path`` (``.npz``, no pickle; written to a temporary name, then renamed)."""
+    tmp = path[:-4] + ".tmp.npz"
+    np.savez(tmp, **{name: getattr(st, name) for name in ChunkState.__dataclass_fields__})
+    os.replace(tmp, path)
+    return path
+
+
+def load_state(path: str) -> ChunkState:
+    """A chunk's state back from :func:`save_state`'s file."""
+    with np.load(path, allow_pickle=False) as z:
+        return ChunkState(**{name: z[name] for name in ChunkState.__dataclass_fields__})
 
 
 def sum_parts(parts: list):

@@ -40,7 +40,7 @@ from . import chunks as ck
 from . import objective as obj
 from . import preprocess as pp
 from ._threads import fit_threads
-from .driver import FitOutcome, RunState, Schedule, Snapshot, _Stepper, advance, schedule_of
+from .driver import FitOutcome, RunState, Schedule, Snapshot, _Stepper, fit_restarts, schedule_of
 from .initialize import initialize
 from .problem import MODALITIES, WEIGHT_OF, Factors, Modality, Problem, build_problem, masked_columns, transpose
 from .transform import start_centroids
@@ -127,9 +127,59 @@ def _listed(x):
 class Chunked:
     """The engine of :func:`fastjmt.driver.advance` for cells in row chunks (see the module docstring)."""
 
-    def __init__(self, client, problem: Problem, sched: Schedule, data: dict, hyper: dict, threads: dict):
+    def __init__(self, client, problem: Problem, sched: Schedule, data: dict, hyper: dict, threads: dict, opts=None,
+                 sums: dict = None, A=None):
         self.client, self.problem, self.sched = client, problem, sched
         self.data, self.hyper, self.threads = data, hyper, threads
+        self.opts, self.sums, self.A = opts, sums, A
+
+    # -- restarts and checkpoints (driver.fit_restarts)
+    def start(self, seed: int) -> RunState:
+        return _start(self, self.problem, self.opts, self.sched, seed, self.sums, self.A)
+
+    def save_cells(self, path, states: dict) -> dict:
+        """Each chunk's state written by its task to a new folder beside the checkpoint file (``<path>.cells/``;
+        every worker must see that folder); returns the manifest the checkpoint stores."""
+        import uuid
+
+        from dask import delayed
+
+        folder = os.path.join(os.fspath(path) + ".cells", uuid.uuid4().hex)
+        os.makedirs(folder)
+        manifest, tasks = {"folder": folder}, []
+        for key, state in states.items():
+            if state is None:
+                continue
+            for m in MODALITIES:
+                files = [os.path.join(folder, f"{key}_{m}_{i}.npz") for i in range(len(state.chunks[m]))]
+                tasks += [delayed(ck.save_state, pure=False)(st, f) for st, f in zip(state.chunks[m], files)]
+                manifest[f"{key}/{m}"] = files
+        _compute(self.client, tasks)
+        return manifest
+
+    def saved_cells(self, path, manifest: dict) -> None:
+        """After the checkpoint file names ``manifest``'s folder: the older folders go."""
+        import shutil
+
+        root = os.fspath(path) + ".cells"
+        for name in os.listdir(root):
+            if name != os.path.basename(manifest["folder"]):
+                shutil.rmtree(os.path.join(root, name), ignore_errors=True)
+
+    def load_cells(self, manifest, states: dict) -> None:
+        """The chunks' states back from :meth:`save_cells`' files, read by tasks on the workers."""
+        from dask import delayed
+
+        from .errors import CheckpointError
+
+        if manifest is None:
+            raise CheckpointError("this checkpoint holds no row-chunk states (it was written by an in-memory fit): "
+                                  "resume it with in-memory inputs")
+        for key, state in states.items():
+            if state is not None:
+                state.chunks = {m: self.client.compute([delayed(ck.load_state, pure=False)(f)
+                                                        for f in manifest[f"{key}/{m}"]], optimize_graph=False)
+                                for m in MODALITIES}
 
     # -- map and reduce
     def _map(self, fn, jobs: dict, with_data=True) -> dict:
@@ -283,7 +333,8 @@ def _prepare(client, X, name: str, opts, threads: dict):
         data = client.persist(data, optimize_graph=False)
     stats = _compute(client, [delayed(_run, pure=True)(threads, ck.prepared_stats, d) for d in data])
     sums = {"col_sums": ck.sum_parts([s["col_sums"] for s in stats]), "sq_norm": sum(s["sq_norm"] for s in stats),
-            "n_rows": [s["n"] for s in stats], "empty": np.concatenate([s["empty"] for s in stats])}
+            "n_rows": [s["n"] for s in stats], "empty": np.concatenate([s["empty"] for s in stats]),
+            "nnz": sum(s["nnz"] for s in stats)}
     return data, constants, sums
 
 
@@ -317,9 +368,6 @@ def check_inputs(rna, atac, gene_activity, opts) -> None:
     for name, X in (("rna", rna), ("atac", atac)):
         if X.shape[0] < opts.K:
             raise ValueError(f"{name} has {X.shape[0]} cells, fewer than the {opts.K} clusters asked for")
-    for what in ("checkpoint", "resume"):
-        if getattr(opts, what) is not None:
-            raise ValueError(f"{what}= is not supported with Dask inputs yet; fit without it")
     if opts.batch_cells < 1.0 or opts.batch_features < 1.0:
         raise ValueError("mini-batches (batch_cells/batch_features < 1) are not supported with Dask inputs yet; "
                          "use the full batch")
@@ -336,23 +384,24 @@ class DaskRun:
     rna_constants: dict
 
 
-def fit(rna, atac, A: sp.csr_matrix, opts) -> DaskRun:
+def fit(rna, atac, A: sp.csr_matrix, opts, seeds: list, fingerprint_options: dict, should_stop=None) -> DaskRun:
     """Fit on Dask arrays ``rna`` and ``atac`` (checked by :func:`check_inputs`) with the prepared gene
     activity ``A``; ``opts`` are :func:`fastjmt.fit`'s checked options (``client``, ``persist``, ``out``,
-    ``start_cells`` among them)."""
+    ``start_cells`` among them), ``seeds`` the restarts' seeds; ``should_stop()`` is asked after every epoch
+    (Ctrl-C)."""
     client, own = _client(opts.client)
     try:
         with client.as_current():  # every computation of the fit (dask.compute too) on this client
-            return _fit(client, own, rna, atac, A, opts)
+            return _fit(client, own, rna, atac, A, opts, seeds, fingerprint_options, should_stop)
     finally:
         if own:
             client.close()
             client.cluster.close()
 
 
-def _fit(client, own: bool, rna, atac, A: sp.csr_matrix, opts) -> DaskRun:
+def _fit(client, own: bool, rna, atac, A: sp.csr_matrix, opts, seeds, fingerprint_options, should_stop) -> DaskRun:
     """The fit, on ``client`` (see :func:`fit`)."""
-    from .options import restart_seeds
+    from . import checkpoint as ckpt
 
     threads = task_threads(client, opts.n_threads)
     prepared = {name: _prepare(client, X, name, opts, threads) for name, X in (("rna", rna), ("atac", atac))}
@@ -367,24 +416,26 @@ def _fit(client, own: bool, rna, atac, A: sp.csr_matrix, opts) -> DaskRun:
                       (At.indptr, At.indices, At.data), A.shape[0], A.shape[1], opts.K, opts.a3, opts.a4,
                       opts.a5, opts.a6, np.dtype(opts.dtype))
     hyper = {m: ck.Hyper(mods[m].weight, opts.a5, opts.a6, mods[m].n, mods[m].p, masked[m],
-                     rows=tuple(sums[m]["n_rows"])) for m in MODALITIES}
+                         rows=tuple(sums[m]["n_rows"])) for m in MODALITIES}
     sched = schedule_of(opts)
-    engine = Chunked(client, problem, sched, data, hyper, threads)
-    best, losses = None, []
-    for seed in restart_seeds(opts.random_state, opts.n_init):
-        state = _start(engine, problem, opts, sched, seed, sums, A)
-        advance(problem, sched, state, engine=engine)
-        losses.append(state.history[-1][-1])
-        if best is None or losses[-1] < best.history[-1][-1]:
-            best = state
-    cells = _outputs(engine, best, opts, own)
+    engine = Chunked(client, problem, sched, data, hyper, threads, opts, sums, A)
+    fingerprint = ckpt.fingerprint_of(
+        [list(rna.shape), list(atac.shape), list(A.shape)], [sums["rna"]["nnz"], sums["atac"]["nnz"], int(A.nnz)],
+        [mods["rna"].sq_norm, mods["atac"].sq_norm, float(mods["rna"].col_sums.sum()),
+         float(mods["atac"].col_sums.sum())], opts.layout, opts.weights, opts.dtype,
+        dict(fingerprint_options, row_chunks=[list(hyper["rna"].rows), list(hyper["atac"].rows)]), seeds)
+    outcome = fit_restarts(problem, sched, opts.layout, seeds, fingerprint, checkpoint=opts.checkpoint,
+                           checkpoint_every=opts.checkpoint_every, resume=opts.resume, should_stop=should_stop,
+                           engine=engine)
+    best = outcome.best  # a RunOutcome: its params; the chunk states are the kept restart's
+    cells = _outputs(engine, best.chunks, best.params, opts)
     clusters = _column_clusters(cells, opts)
     if own and opts.out is None:  # the cluster closes with the fit: the per-cell outputs come home
         import dask
 
         for m in MODALITIES:
             cells[m] = dict(zip(cells[m], dask.compute(*cells[m].values())))
-    return DaskRun(FitOutcome(best.outcome(), losses, False), cells, clusters, prepared["rna"][1])
+    return DaskRun(outcome, cells, clusters, prepared["rna"][1])
 
 
 def _start(engine: Chunked, problem: Problem, opts, sched: Schedule, seed: int, sums: dict, A) -> RunState:
@@ -418,8 +469,9 @@ def _start(engine: Chunked, problem: Problem, opts, sched: Schedule, seed: int, 
             allowed = np.setdiff1d(np.arange(K), problem.modality(m).masked_cols)
             centroids = start_centroids(obj.program_activity(sub.modality(m), f.Cf), f.C, allowed)
             pos = np.searchsorted(rows, offsets[:-1])
+            Cf = delayed(f.Cf, pure=True)  # one copy in the graph, not one per task
             tasks = [delayed(_run, pure=False)(engine.threads, ck.start, d, engine.hyper[m], local[i],
-                                               f.Z[pos[i]:pos[i] + local[i].size], centroids, f.Cf, f.c, f.S,
+                                               f.Z[pos[i]:pos[i] + local[i].size], centroids, Cf, f.c, f.S,
                                                np.dtype(opts.dtype))
                      for i, d in enumerate(engine.data[m])]
         chunks[m] = client.compute(tasks, optimize_graph=False)
@@ -433,17 +485,17 @@ def _start(engine: Chunked, problem: Problem, opts, sched: Schedule, seed: int, 
     return state
 
 
-def _outputs(engine: Chunked, best: RunState, opts, own: bool) -> dict:
+def _outputs(engine: Chunked, chunks: dict, P: dict, opts) -> dict:
     """Per modality the per-cell outputs (``C`` with empty rows uniform, ``programs``, ``b``, ``empty``) as
     Dask arrays over futures on the cluster, or over the ``out`` zarr store once written there."""
     import dask.array as da
     from dask import delayed
 
-    client, P, K = engine.client, best.params, opts.K
+    client, K = engine.client, opts.K
     cells = {}
     for m in MODALITIES:
         outs = client.compute([delayed(_run, pure=False)(engine.threads, ck.outputs, d, st, engine.hyper[m], P[m].Cf)
-                               for d, st in zip(engine.data[m], best.chunks[m])], optimize_graph=False)
+                               for d, st in zip(engine.data[m], chunks[m])], optimize_graph=False)
         rows = engine.hyper[m].rows
         dt = P[m].Cf.dtype
         fields = {"C": ((K,), dt), "programs": ((K,), dt), "b": ((), dt), "empty": ((), bool)}

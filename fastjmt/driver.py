@@ -112,6 +112,7 @@ class RunOutcome:
     undone: int = 0  # epochs undone by backtracking (counted in n_iter)
     stop_reason: str = ""
     change: tuple = ()  # (label share, S change, loss change per epoch) at the last check of the answer
+    chunks: dict = None  # the Dask fit's row-chunk states (RunState.chunks)
 
 
 class _Stepper:
@@ -322,7 +323,7 @@ class RunState:
 
     def outcome(self) -> RunOutcome:
         return RunOutcome(self.params, np.asarray(self.history), self.it, self.converged, self.seed, self.stopped,
-                          self.seconds, self.undone, self.stop_reason, tuple(self.change))
+                          self.seconds, self.undone, self.stop_reason, tuple(self.change), self.chunks)
 
     def pack(self, prefix: str, arrays: dict) -> dict:
         """This state's arrays into ``arrays`` (keys under ``prefix``); returns its JSON-able scalars.
@@ -335,7 +336,8 @@ class RunState:
         arrays[f"{prefix}/history"] = np.asarray(self.history, dtype=np.float64)
         if self.snapshot is not None:
             for i, lab in enumerate(self.snapshot.labels):
-                arrays[f"{prefix}/snapshot/labels{i}"] = lab
+                if lab is not None:  # None: cells in row chunks, whose labels the chunks keep
+                    arrays[f"{prefix}/snapshot/labels{i}"] = lab
             for i, S in enumerate(self.snapshot.S):
                 arrays[f"{prefix}/snapshot/S{i}"] = S
         for key, (M, V) in self.stepper.state.items():
@@ -378,7 +380,8 @@ class RunState:
         history = [list(row) for row in np.asarray(arrays[f"{prefix}/history"])]
         snapshot = None
         if meta.get("snapshot_loss") is not None:  # checkpoints of the stop="answer" rule
-            snapshot = Snapshot([np.array(arrays[f"{prefix}/snapshot/labels{i}"]) for i in range(4)],
+            labels = [f"{prefix}/snapshot/labels{i}" for i in range(4)]
+            snapshot = Snapshot([np.array(arrays[k]) if k in arrays else None for k in labels],
                                 [np.array(arrays[f"{prefix}/snapshot/S{i}"]) for i in range(2)], meta["snapshot_loss"])
         return cls(meta["seed"], params, stepper, rng, history, it=meta["it"], calm=meta["calm"],
                    undone=meta["undone"], prev=meta["prev"], converged=meta["converged"], stopped=meta["stopped"],
@@ -432,8 +435,21 @@ class InMemory:
     ``state.snapshot``, and the largest share of cells of a modality whose argmax changed).
     """
 
-    def __init__(self, problem: Problem, sched: Schedule):
-        self.problem, self.sched = problem, sched
+    def __init__(self, problem: Problem, sched: Schedule, layout: tuple = None):
+        self.problem, self.sched, self.layout = problem, sched, layout
+
+    def start(self, seed: int) -> "RunState":
+        return start_run(self.problem, self.sched, *self.layout, seed)
+
+    def save_cells(self, path, states: dict):
+        """Nothing: in memory the cells are in the states' params, which the checkpoint holds."""
+        return None
+
+    def saved_cells(self, path, manifest) -> None:
+        return None
+
+    def load_cells(self, manifest, states: dict) -> None:
+        return None
 
     def epoch(self, state: "RunState", it: int) -> dict:
         return _epoch(self.problem, state.params, self.sched, state.stepper, state.rng, it)
@@ -567,15 +583,21 @@ class FitOutcome:
 
 
 def fit_restarts(problem: Problem, sched: Schedule, layout: tuple, seeds: list, fingerprint: dict,
-                 checkpoint=None, checkpoint_every: int = 0, resume=None, should_stop=None) -> FitOutcome:
+                 checkpoint=None, checkpoint_every: int = 0, resume=None, should_stop=None,
+                 engine=None) -> FitOutcome:
     """Run (or resume) the restarts, keep the lowest final loss, and write checkpoints on the way.
 
     A checkpoint is written every ``checkpoint_every`` epochs, after every
     restart, and when ``should_stop()`` turns true (Ctrl-C); ``resume`` reads one
-    back and goes on as if the fit had never stopped.
+    back and goes on as if the fit had never stopped. ``engine``: as for
+    :func:`advance` (:class:`InMemory` by default); it also starts each restart
+    (``engine.start(seed)``) and, for cells that live outside this process,
+    writes and reads their part of a checkpoint (``engine.save_cells`` /
+    ``engine.load_cells``).
     """
     from . import checkpoint as ckpt
 
+    engine = InMemory(problem, sched, layout) if engine is None else engine
     losses, best, cur, r0 = [], None, None, 0
     if resume is not None:
         meta, arrays = ckpt.load(resume)
@@ -585,6 +607,7 @@ def fit_restarts(problem: Problem, sched: Schedule, layout: tuple, seeds: list, 
         if meta["current"] is not None:
             cur = RunState.unpack(meta["current"], arrays, "current", sched)
             cur.interrupted = False
+        engine.load_cells(meta.get("cells"), {"best": best, "current": cur})
         logger.info("resuming from %s: restart %d, epoch %d", resume, r0 + 1, cur.it if cur else 0)
 
     def write(restart, current):
@@ -597,19 +620,21 @@ def fit_restarts(problem: Problem, sched: Schedule, layout: tuple, seeds: list, 
             "losses": [float(x) for x in losses],
             "current": current.pack("current", arrays) if current is not None else None,
             "best": best.pack("best", arrays) if best is not None else None,
+            "cells": engine.save_cells(checkpoint, {"best": best, "current": current}),
         }
         ckpt.save(checkpoint, meta, arrays)
+        engine.saved_cells(checkpoint, meta["cells"])
 
     interrupted = False
     for r in range(r0, len(seeds)):
         if cur is None:
-            cur = start_run(problem, sched, *layout, seeds[r])
+            cur = engine.start(seeds[r])
 
         def on_epoch(state, r=r):
             if checkpoint_every and state.it % checkpoint_every == 0 and not state.interrupted:
                 write(r, state)
 
-        advance(problem, sched, cur, should_stop, on_epoch)
+        advance(problem, sched, cur, should_stop, on_epoch, engine)
         if cur.interrupted:
             write(r, cur)  # resumable: this restart goes on from here
             interrupted = True

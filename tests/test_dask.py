@@ -9,6 +9,7 @@ import pytest
 import scipy.sparse as sp
 
 import fastjmt
+from fastjmt import checkpoint as ckpt
 
 da = pytest.importorskip("dask.array")
 distributed = pytest.importorskip("distributed")
@@ -109,9 +110,6 @@ def test_bad_dask_inputs_get_errors_naming_the_argument(sim, client):
         fastjmt.fit(chunked(sim.rna, 100), by_columns, sim.gene_activity, client=client, **KW)
     with pytest.raises(TypeError, match="atac: when one modality is a Dask array the other must be one too"):
         fastjmt.fit(chunked(sim.rna, 100), sim.atac, sim.gene_activity, client=client, **KW)
-    with pytest.raises(ValueError, match="checkpoint= is not supported with Dask inputs"):
-        fastjmt.fit(chunked(sim.rna, 100), chunked(sim.atac, 100), sim.gene_activity, client=client,
-                    checkpoint="x.ckpt", **KW)
     with pytest.raises(ValueError, match="client= applies to Dask inputs only"):
         fastjmt.fit(sim.rna, sim.atac, sim.gene_activity, client=client, **KW)
     with pytest.raises(TypeError, match="client must be a dask.distributed.Client"):
@@ -154,3 +152,38 @@ def test_the_estimator_fits_dask_arrays(sim, client, reference):
                                                              sim.gene_activity)
     np.testing.assert_allclose(model.C_genes_, reference.C_genes, atol=1e-10)
     np.testing.assert_array_equal(np.asarray(model.labels_atac_), reference.labels_atac)
+
+
+def test_checkpoint_and_resume_on_dask(sim, client, tmp_path):
+    path = tmp_path / "fit.ckpt"
+    args = (chunked(sim.rna, 110), chunked(sim.atac, 100), sim.gene_activity)
+    full = fastjmt.fit(*args, client=client, max_iter=8, **KW)
+    first = fastjmt.fit(*args, client=client, max_iter=8, checkpoint=path, checkpoint_every=2,
+                        callback=lambda it, terms, params: it >= 5, **KW)
+    assert first.n_iter == 5 and ckpt.read_meta(path)["current"]["it"] == 4  # resumes from epoch 4
+    cells = list((tmp_path / "fit.ckpt.cells").iterdir())
+    assert len(cells) == 1  # only the folder the checkpoint names is kept
+    resumed = fastjmt.fit(*args, client=client, max_iter=8, checkpoint=path, resume=path, **KW)
+    assert resumed.n_iter == full.n_iter
+    np.testing.assert_allclose(resumed.loss_history, full.loss_history, rtol=1e-12)
+    np.testing.assert_allclose(np.asarray(resumed.C_rna), np.asarray(full.C_rna), atol=1e-12)
+    with pytest.raises(fastjmt.CheckpointError, match="made for other data or options"):
+        fastjmt.fit(chunked(sim.rna, 150), *args[1:], client=client, max_iter=8, resume=path, **KW)
+    with pytest.raises(fastjmt.CheckpointError, match="differs in: row_chunks"):  # an in-memory fit's checkpoint
+        mem = tmp_path / "mem.ckpt"
+        fastjmt.fit(sim.rna, sim.atac, sim.gene_activity, max_iter=2, checkpoint=mem, **KW)
+        fastjmt.fit(*args, client=client, max_iter=3, resume=mem, **KW)
+
+
+def test_ctrl_c_finishes_the_epoch_and_writes_the_checkpoint_on_dask(sim, client, tmp_path):
+    path = tmp_path / "fit.ckpt"
+
+    def press_ctrl_c(it, terms, params):
+        if it == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    with pytest.warns(UserWarning, match="interrupted"):
+        res = fastjmt.fit(chunked(sim.rna, 110), chunked(sim.atac, 100), sim.gene_activity, client=client,
+                          max_iter=8, checkpoint=path, callback=press_ctrl_c, **KW)
+    assert res.interrupted and res.n_iter == 3
+    assert ckpt.read_meta(path)["current"]["it"] == 3
