@@ -27,7 +27,7 @@ from . import objective as obj
 from . import preprocess as pp
 from .errors import NonFiniteError
 from .problem import Modality, Problem, softmax
-from .products import spmm_all, spmm_t_full
+from .products import spmm, spmm_all, spmm_t, spmm_t_full
 from .transform import nearest_start
 
 
@@ -62,11 +62,18 @@ class Hyper:
     step: int = 1
     adam: bool = True
     rows: tuple = ()  # rows of every chunk of the modality, in order
+    batch_cells: int = 0  # |I| of a mini-batch (0: every cell)
+    batch_features: int = 0  # |J| of a mini-batch (0: every feature)
+
+    @property
+    def cells(self) -> int:
+        """The cells the per-cell means divide by: ``|I|`` (objective.BatchStats)."""
+        return self.batch_cells or self.n
 
     @property
     def coef(self) -> float:
-        """The reconstruction gradient's coefficient ``2 w / (n p)`` of a full batch (objective.BatchStats)."""
-        return 2.0 * self.weight / (self.n * self.p)
+        """The reconstruction gradient's coefficient ``2 w / (|I| |J|)`` (objective.BatchStats)."""
+        return 2.0 * self.weight / (self.cells * (self.batch_features or self.p))
 
 
 ALLOWED_CHUNKS = "scipy.sparse CSR matrices (csr_matrix / csr_array) or dense NumPy arrays"
@@ -171,14 +178,15 @@ def _cell_parts(st: ChunkState, h: Hyper, U) -> dict:
             "mask": obj.mask_sum(st.C, h.masked_cols), "entropy": obj.entropy_sum(st.C)}
 
 
-def cell_step(data: tuple, st: ChunkState, h: Hyper, Cf, sv: obj.SideStats, S) -> tuple:
+def cell_step(data: tuple, st: ChunkState, h: Hyper, Cf, sv: obj.SideStats, S, col_mask=None) -> tuple:
     """The cell step of an epoch on one chunk (:func:`fastjmt.driver._cell_and_S_step`'s first half):
-    ``X V``, the gradient on the memberships, the fused Adam step; returns the new state and the chunk's
-    part of the reconstruction's ``dL/dS`` at the new memberships."""
+    ``X V`` (over a mini-batch's features ``col_mask`` when given), the gradient on the memberships, the fused
+    Adam step; returns the new state and the chunk's part of the reconstruction's ``dL/dS`` at the new
+    memberships."""
     n = data[0].size - 1
     rows = np.arange(n, dtype=np.int64)
-    XV = spmm_all(data[:3], data[3], Cf)
-    bs = obj.BatchStats(rows, None, st.row_sums, None, 0.0, h.coef, 1.0, n_cells=h.n)
+    XV = spmm_all(data[:3], data[3], Cf) if col_mask is None else spmm(data[:3], rows, col_mask, Cf)
+    bs = obj.BatchStats(rows, None, st.row_sums, None, 0.0, h.coef, 1.0, n_cells=h.cells)
     problem = Problem(None, None, None, None, 0, 0, Cf.shape[1], 0.0, 0.0, h.a5, h.a6, Cf.dtype)
     mod = _modality(data, h, st.row_sums)
     g = obj.cell_grad(problem, mod, bs, XV, st.C, S, sv, st.b)
@@ -198,6 +206,15 @@ def cell_biases(data: tuple, st: ChunkState, h: Hyper, S, sv: obj.SideStats) -> 
     U = obj.cell_factor(st.C, S)
     b = obj.closed_form_bias(st.row_sums, U, sv, h.p)
     return replace(st, b=b), {"su": obj.side_stats(U, b), "XtU": spmm_t_full(data[:3], None, data[3], U)}
+
+
+def batch_features(data: tuple, st: ChunkState, h: Hyper, S, cols, col_mask) -> tuple:
+    """A mini-batch's feature-step product on one chunk of its cells: the chunk's parts of ``X[:, J]ᵀ (C S)``
+    (``len(cols)`` × K) and of ``side_stats(C S, b)``; the state unchanged."""
+    n = data[0].size - 1
+    U = obj.cell_factor(st.C, S)
+    XtU = spmm_t(data[:3], None, np.arange(n, dtype=np.int64), np.ones(n, np.uint8), cols, col_mask, U)
+    return st, {"su": obj.side_stats(U, st.b), "XtU": XtU}
 
 
 def refit_after_features(st: ChunkState, h: Hyper, S, sv: obj.SideStats) -> tuple:

@@ -184,16 +184,19 @@ class Chunked:
     # -- map and reduce
     def _map(self, fn, jobs: dict, with_data=True) -> dict:
         """``fn(data_i, state_i, *args)`` (or ``fn(state_i, *args)``) on every chunk of each modality in
-        ``jobs = {name: (states, args)}``, all in one round trip to the scheduler: per modality the futures of
-        the new states and the sum of the chunks' parts (a tree reduction)."""
+        ``jobs = {name: (states, args)}`` (or ``(states, args, chunk indices)`` for some of the chunks), all in
+        one round trip to the scheduler: per modality the futures of the new states and the sum of the chunks'
+        parts (a tree reduction)."""
         from dask import delayed
         import dask.bag as db
 
         new, totals = [], []
-        for name, (states, args) in jobs.items():
+        for name, job in jobs.items():
+            states, args = job[0], job[1]
+            index = job[2] if len(job) > 2 else range(len(states))  # which chunks the states are
             shared = [delayed(a, pure=True) if isinstance(a, np.ndarray) and a.size > 4096 else a for a in args]
             outs = []
-            for i, st in enumerate(states):
+            for i, st in zip(index, states):
                 head = (self.data[name][i], st) if with_data else (st,)
                 outs.append(delayed(_run, pure=False, nout=2)(self.threads, fn, *head, *shared))
             parts = db.from_delayed([delayed(_listed, pure=False)(o[1]) for o in outs])
@@ -219,6 +222,8 @@ class Chunked:
     def epoch(self, state: RunState, it: int) -> dict:
         """One full-batch epoch, as :func:`fastjmt.driver._epoch`; both modalities' chunks go in each round trip
         (a modality's cell step does not read the other modality), three round trips in all."""
+        if self.sched.batch_cells < 1.0 or self.sched.batch_features < 1.0:
+            return self._batch_epoch(state, it)
         P, step, problem = state.params, state.stepper, self.problem
         chunks = dict(state.chunks)
         sv, h = {}, {}
@@ -265,6 +270,71 @@ class Chunked:
         state.chunks = chunks
         return obj.complete_terms(problem, P, recon, cell_terms)
 
+    def _batch_epoch(self, state: RunState, it: int) -> dict:
+        """One mini-batch epoch, as :func:`fastjmt.driver._epoch` with a batch: the paper's sampling at the
+        granularity of row chunks (a share ``batch_cells`` of the chunks, all their cells) and of features
+        (``batch_features``), drawn in the in-memory order; the biases refitted over every cell (no pass over
+        the data), and the loss over all of them (one pass)."""
+        from .driver import draw
+
+        P, step, problem, sched = state.params, state.stepper, self.problem, self.sched
+        chunks = dict(state.chunks)
+        picked, cols, mask, h, sv = {}, {}, {}, {}, {}
+        for name in MODALITIES:  # the in-memory draw order: each modality's rows, then its features
+            mod = problem.modality(name)
+            picked[name] = draw(len(chunks[name]), sched.batch_cells, state.rng)
+            cols[name] = draw(mod.p, sched.batch_features, state.rng)
+            mask[name] = np.zeros(mod.p, np.uint8)
+            mask[name][cols[name]] = 1
+            f = P[name]
+            sv[name] = obj.side_stats(np.ascontiguousarray(f.Cf[cols[name]]), np.ascontiguousarray(f.c[cols[name]]))
+            step.steps["Z_" + name] += 1
+            h[name] = replace(self._hyper(name, state, "Z_" + name),
+                              batch_cells=int(sum(self.hyper[name].rows[i] for i in picked[name])),
+                              batch_features=int(cols[name].size))
+        done = self._map(ck.cell_step, {m: ([chunks[m][i] for i in picked[m]],
+                                            (h[m], P[m].Cf, sv[m], P[m].S, mask[m]), picked[m]) for m in MODALITIES})
+        for name, other in (("atac", "rna"), ("rna", "atac")):
+            f = P[name]
+            chunks[name] = _put(chunks[name], picked[name], done[name][0])
+            gS = done[name][1] + obj.association_coupling_grad(problem, f.S, P[other].S)
+            step("S_" + name, f.S, gS, np.arange(f.S.shape[0], dtype=np.int64))
+            _finite(f.S, "S_" + name, it)
+        cell_side = self._refit_all(P, chunks)  # objective.refit_biases, cells first: b, then c
+        done = self._map(ck.batch_features, {m: ([chunks[m][i] for i in picked[m]],
+                                                 (h[m], P[m].S, cols[m], mask[m]), picked[m]) for m in MODALITIES})
+        for name in MODALITIES:
+            f, mod, J = P[name], problem.modality(name), cols[name]
+            parts = done[name][1]
+            bs = obj.BatchStats(None, J, None, None, 0.0, h[name].coef, mod.p / J.size)
+            V_J = np.ascontiguousarray(f.Cf[J])
+            V_J = step.logits("Zf_" + name, f.Zf, J, V_J,
+                              obj.feature_grad(problem, name, P, bs, parts["XtU"].astype(f.Cf.dtype), V_J,
+                                               parts["su"], np.ascontiguousarray(f.c[J])))
+            _finite(V_J, "Zf_" + name, it)
+            f.Cf[J] = V_J
+            # objective.refit_biases, features first: c over every cell (b and C S unchanged since cell_side)
+            f.c[:] = obj.closed_form_bias(mod.col_sums, f.Cf, cell_side[name], mod.n)
+        self._refit_all(P, chunks, cells_only=True)
+        state.chunks = chunks
+        return self.loss(P, chunks)
+
+    def _refit_all(self, P: dict, chunks: dict, cells_only: bool = False) -> dict:
+        """The cell biases of every chunk in closed form given ``side_stats(Cf, c)`` (states only, no data),
+        then, unless ``cells_only``, the feature biases given the cells' new side stats; updates ``chunks``
+        and returns those side stats per modality."""
+        sv = {m: obj.side_stats(P[m].Cf, P[m].c) for m in MODALITIES}
+        done = self._map(ck.refit_after_features, {m: (chunks[m], (self.hyper[m], P[m].S, sv[m])) for m in MODALITIES},
+                         with_data=False)
+        su = {}
+        for m in MODALITIES:
+            chunks[m], parts = done[m][0], done[m][1]
+            su[m] = parts["su"]
+            if not cells_only:
+                mod = self.problem.modality(m)
+                P[m].c[:] = obj.closed_form_bias(mod.col_sums, P[m].Cf, su[m], mod.n)
+        return su
+
     def save(self, state: RunState):
         from .driver import _SavePoint
 
@@ -296,6 +366,14 @@ class Chunked:
             cell_terms["mask"] += parts["mask"] / mod.n
             cell_terms["entropy"] += parts["entropy"] / mod.n
         return obj.complete_terms(self.problem, params, recon, cell_terms)
+
+
+def _put(states: list, index, new: list) -> list:
+    """``states`` with the entries at ``index`` replaced by ``new``."""
+    out = list(states)
+    for i, st in zip(index, new):
+        out[i] = st
+    return out
 
 
 def _finite(arr, block, it):
@@ -368,9 +446,6 @@ def check_inputs(rna, atac, gene_activity, opts) -> None:
     for name, X in (("rna", rna), ("atac", atac)):
         if X.shape[0] < opts.K:
             raise ValueError(f"{name} has {X.shape[0]} cells, fewer than the {opts.K} clusters asked for")
-    if opts.batch_cells < 1.0 or opts.batch_features < 1.0:
-        raise ValueError("mini-batches (batch_cells/batch_features < 1) are not supported with Dask inputs yet; "
-                         "use the full batch")
 
 
 @dataclass

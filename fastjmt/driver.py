@@ -158,17 +158,19 @@ def _check_finite(arr: np.ndarray, block: str, it: int):
         )
 
 
+def draw(total: int, frac: float, rng: np.random.Generator) -> np.ndarray:
+    """A mini-batch's share ``frac`` of ``total`` items (rows, features or row chunks), sorted; all of them, with
+    no draw from ``rng``, when ``frac >= 1``."""
+    if frac >= 1.0:
+        return np.arange(total, dtype=np.int64)
+    k = max(1, int(round(frac * total)))
+    return np.sort(rng.choice(total, size=k, replace=False)).astype(np.int64)
+
+
 def _draw_batch(n: int, p: int, frac_cells: float, frac_feat: float, rng: np.random.Generator) -> Batch:
     if frac_cells >= 1.0 and frac_feat >= 1.0:
         return Batch.whole(n, p)
-
-    def pick(total, frac):
-        if frac >= 1.0:
-            return np.arange(total, dtype=np.int64)
-        k = max(1, int(round(frac * total)))
-        return np.sort(rng.choice(total, size=k, replace=False)).astype(np.int64)
-
-    rows, cols = pick(n, frac_cells), pick(p, frac_feat)
+    rows, cols = draw(n, frac_cells, rng), draw(p, frac_feat, rng)
     rm = np.zeros(n, np.uint8)
     rm[rows] = 1
     cm = np.zeros(p, np.uint8)

@@ -187,3 +187,17 @@ def test_ctrl_c_finishes_the_epoch_and_writes_the_checkpoint_on_dask(sim, client
                           max_iter=8, checkpoint=path, callback=press_ctrl_c, **KW)
     assert res.interrupted and res.n_iter == 3
     assert ckpt.read_meta(path)["current"]["it"] == 3
+
+
+def test_mini_batches_on_dask(sim, client):
+    """Feature batches are drawn as in memory (so the fit equals the in-memory one); cell batches are whole
+    row chunks: reproducible for a seed, and the loss goes down."""
+    opts = dict(KW, max_iter=5, batch_features=0.5)
+    ref = fastjmt.fit(sim.rna, sim.atac, sim.gene_activity, **opts)
+    res = fastjmt.fit(chunked(sim.rna, 110), chunked(sim.atac, 100), sim.gene_activity, client=client, **opts)
+    assert_same_fit(ref, res, 1e-10)
+    opts = dict(KW, max_iter=5, batch_cells=0.5, backtrack=False)
+    runs = [fastjmt.fit(chunked(sim.rna, 60), chunked(sim.atac, 60), sim.gene_activity, client=client, **opts)
+            for _ in range(2)]
+    np.testing.assert_array_equal(runs[0].loss_history, runs[1].loss_history)
+    assert runs[0].loss_history[-1, -1] < runs[0].loss_history[0, -1]
