@@ -126,6 +126,7 @@ def fit(folder, max_iter, workers, chunk_rows, persist=False):
     from distributed import Client, LocalCluster
 
     import fastjmt
+    from fastjmt.metrics import adjusted_rand_index
 
     X = {m: read_elem_lazy(zarr.open_group(os.path.join(folder, f"{m}.zarr"), mode="r")["X"],
                            chunks=(chunk_rows, GENES if m == "rna" else REGIONS)) for m in ("rna", "atac")}
@@ -151,8 +152,8 @@ def fit(folder, max_iter, workers, chunk_rows, persist=False):
         read = _children_read_bytes() - read0
     cluster.close()
     epochs = np.diff(stamps)
-    s = fastjmt.metrics.adjusted_rand_index(ry, labels[0]), fastjmt.metrics.adjusted_rand_index(ay, labels[1])
-    pooled = fastjmt.metrics.adjusted_rand_index(np.r_[ry, ay], np.r_[labels[0], labels[1]])
+    s = adjusted_rand_index(ry, labels[0]), adjusted_rand_index(ay, labels[1])
+    pooled = adjusted_rand_index(np.r_[ry, ay], np.r_[labels[0], labels[1]])
     per_epoch = float(np.median(epochs)) if epochs.size else float("nan")
     print(json.dumps({
         "cells": [int(X["rna"].shape[0]), int(X["atac"].shape[0])], "nnz": nnz, "chunk_rows": chunk_rows,

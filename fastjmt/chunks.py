@@ -132,6 +132,13 @@ def prepared_stats(data: tuple) -> dict:
             "n": indptr.size - 1, "nnz": int(indptr[-1] - indptr[0])}
 
 
+def prepared_sums(data: tuple) -> dict:
+    """The whole modality's sums a prepared chunk contributes to (column sums, squared norm, rows, nonzeros);
+    nothing with one entry per cell, so the client gathers O(features) per chunk."""
+    st = prepared_stats(data)
+    return {k: st[k] for k in ("col_sums", "sq_norm", "n", "nnz")}
+
+
 def select_rows(data: tuple, rows: np.ndarray) -> sp.csr_matrix:
     """The rows ``rows`` (chunk-local) of a prepared chunk as a CSR matrix (the start's sample)."""
     indptr, indices, values, p = data

@@ -409,10 +409,9 @@ def _prepare(client, X, name: str, opts, threads: dict):
             for b in blocks]
     if opts.persist:
         data = client.persist(data, optimize_graph=False)
-    stats = _compute(client, [delayed(_run, pure=True)(threads, ck.prepared_stats, d) for d in data])
+    stats = _compute(client, [delayed(_run, pure=True)(threads, ck.prepared_sums, d) for d in data])
     sums = {"col_sums": ck.sum_parts([s["col_sums"] for s in stats]), "sq_norm": sum(s["sq_norm"] for s in stats),
-            "n_rows": [s["n"] for s in stats], "empty": np.concatenate([s["empty"] for s in stats]),
-            "nnz": sum(s["nnz"] for s in stats)}
+            "n_rows": [s["n"] for s in stats], "nnz": sum(s["nnz"] for s in stats)}
     return data, constants, sums
 
 
