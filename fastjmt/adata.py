@@ -65,7 +65,7 @@ def read_matrix(adata, layer: Optional[str] = None, chunk_rows: int = 10_000) ->
         raise ValueError("the AnnData has no .X; pass layer=")
     from .dask_driver import is_dask
 
-    if is_dask(X):  # a lazily read AnnData (anndata.experimental.read_lazy / read_elem_lazy): fitted on Dask
+    if is_dask(X):  # a lazily read AnnData (.X from anndata.experimental.read_elem_lazy): fitted on Dask
         return X
     if getattr(adata, "isbacked", False) and layer is None:
         n = adata.n_obs

@@ -29,7 +29,7 @@ from .errors import ConvergenceWarning, LinkCoverageWarning
 from .objective import TERMS, program_activity
 from .options import DEFAULT_WEIGHTS, DEFAULTS, FitOptions, check_options, restart_seeds
 from .problem import Problem, build_problem
-from .validation import check_inputs, not_counts
+from .validation import check_inputs, check_matrix, not_counts
 
 logger = logging.getLogger("fastjmt")
 
@@ -234,6 +234,8 @@ class JMTResult:
         arrays, meta = {}, {}
         for k in self.__dataclass_fields__:
             v = getattr(self, k)
+            if hasattr(v, "compute") and hasattr(v, "chunks"):  # a Dask fit's per-cell output: written computed
+                v = np.asarray(v)
             if isinstance(v, np.ndarray):
                 arrays[k] = v
             else:
@@ -555,6 +557,7 @@ def _fit_dask(rna, atac, gene_activity, opts: FitOptions, t_start: float) -> JMT
     from . import dask_driver
 
     dask_driver.check_inputs(rna, atac, gene_activity, opts)
+    check_matrix(gene_activity, "gene_activity", require_nonzero=True)
     A = pp.to_csr(gene_activity, dtype=opts.dtype, name="gene_activity")
     coverage = check_coverage(A)
     if opts.preprocess:

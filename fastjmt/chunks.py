@@ -100,7 +100,8 @@ def raw_stats(block, name: str) -> dict:
     counts = np.diff(M.indptr)
     if M.nnz:
         row_max[counts > 0] = np.maximum.reduceat(M.data, M.indptr[:-1][counts > 0])
-    return {"lib": lib, "row_max": row_max, "negative": bool(M.nnz and M.data.min() < 0)}
+    return {"lib": lib, "row_max": row_max, "negative": bool(M.nnz and M.data.min() < 0),
+            "finite": bool(np.isfinite(M.data).all()), "nnz": int(M.nnz)}
 
 
 def prepare(block, name: str, dtype, preprocess: bool, constants: dict) -> tuple:

@@ -175,6 +175,10 @@ class Chunked:
         if manifest is None:
             raise CheckpointError("this checkpoint holds no row-chunk states (it was written by an in-memory fit): "
                                   "resume it with in-memory inputs")
+        missing = [f for key, files in manifest.items() if key != "folder" for f in files if not os.path.isfile(f)]
+        if missing:
+            raise CheckpointError(f"the checkpoint's cell states are missing ({len(missing)} files, e.g. "
+                                  f"{missing[0]!r}); resume needs the folder {manifest['folder']!r} it names")
         for key, state in states.items():
             if state is not None:
                 state.chunks = {m: self.client.compute([delayed(ck.load_state, pure=False)(f)
@@ -398,8 +402,15 @@ def _prepare(client, X, name: str, opts, threads: dict):
 
     blocks = list(X.to_delayed().ravel())
     raw = _compute(client, [delayed(_run, pure=True)(threads, ck.raw_stats, b, name) for b in blocks])
+    if not all(r["finite"] for r in raw):
+        raise ValueError(f"{name} contains NaN or infinite values; remove or impute them before fitting")
     if any(r["negative"] for r in raw) and opts.preprocess:
         raise ValueError(f"{name} has negative values; pass raw counts, or preprocess=False for data you prepared")
+    n_cells = sum(r["lib"].size for r in raw)
+    if not any(r["nnz"] for r in raw):
+        raise ValueError(f"{name} has no nonzero value; check that the right matrix (or layer) was passed")
+    if n_cells < opts.K:
+        raise ValueError(f"{name} has {n_cells} cells, fewer than the {opts.K} clusters asked for")
     constants = {}
     if name == "rna" and opts.preprocess:
         lib = np.concatenate([r["lib"] for r in raw])
@@ -437,7 +448,13 @@ def check_inputs(rna, atac, gene_activity, opts) -> None:
 
     check_dask_matrix(rna, "rna")
     check_dask_matrix(atac, "atac")
+    if is_dask(gene_activity):
+        raise TypeError("gene_activity must be in memory (genes × regions, a scipy sparse matrix or array); "
+                        "pass gene_activity.compute()")
     check_matrix(gene_activity, "gene_activity", allow_negative=False)
+    if opts.out is not None and os.path.exists(opts.out) and not os.path.isdir(opts.out):
+        raise FileExistsError(f"out: {os.fspath(opts.out)!r} is a file; pass a zarr store path (a folder, new or "
+                              "one to overwrite)")
     n_genes, n_regions = rna.shape[1], atac.shape[1]
     if tuple(gene_activity.shape) != (n_genes, n_regions):
         raise ValueError(f"gene_activity has shape {gene_activity.shape}; expected (n_genes, n_regions) = "

@@ -163,6 +163,21 @@ class JMT:
             setattr(self, name, value)
         return self
 
+    def __sklearn_clone__(self) -> "JMT":
+        """scikit-learn's ``clone``: an unfitted copy with deep copies of the parameters, except ``client``
+        (a live connection to a Dask cluster, shared by the copy, never copied)."""
+        import copy
+
+        params = self.get_params()
+        client = params.pop("client")
+        return type(self)(client=client, **copy.deepcopy(params))
+
+    def __getstate__(self) -> dict:
+        """Pickled without the Dask ``client`` (a live connection; it is None in the copy)."""
+        state = dict(self.__dict__)
+        state["client"] = None
+        return state
+
     def __sklearn_is_fitted__(self) -> bool:
         """For ``sklearn.utils.validation.check_is_fitted``."""
         return getattr(self, "result_", None) is not None

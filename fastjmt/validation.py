@@ -64,6 +64,9 @@ def _values(X, name):
             raise ValueError(f"{name} must be 2-D, got {X.ndim} dimension(s)")
         values = X.data if X.format in _DATA_FORMATS else X.tocsr().data
         return np.asarray(values), X.shape, X.dtype
+    if type(X).__module__.startswith("dask.") and hasattr(X, "chunks"):
+        raise TypeError(f"{name} is a Dask array, which this function takes in memory only: pass {name}.compute() "
+                        "(fastjmt.fit fits RNA and ATAC Dask arrays directly)")
     if isinstance(X, (str, bytes)) or not hasattr(X, "__len__") and not hasattr(X, "__array__"):
         raise TypeError(f"{name} must be a scipy sparse matrix or a 2-D array, got {type(X).__name__}")
     try:

@@ -38,7 +38,7 @@ def chunked(X, rows):
 
 @pytest.fixture(scope="module")
 def reference(sim):
-    return fastjmt.fit(sim.rna, sim.atac, sim.gene_activity, max_iter=6, **KW)
+    return fastjmt.fit(sim.rna, sim.atac, sim.gene_activity, max_iter=4, **KW)
 
 
 def assert_same_fit(ref, res, atol, loss_rtol=1e-9):
@@ -53,14 +53,14 @@ def assert_same_fit(ref, res, atol, loss_rtol=1e-9):
 
 
 def test_dask_fit_equals_the_in_memory_fit(sim, client, reference):
-    res = fastjmt.fit(chunked(sim.rna, 110), chunked(sim.atac, 100), sim.gene_activity, client=client, max_iter=6,
+    res = fastjmt.fit(chunked(sim.rna, 110), chunked(sim.atac, 100), sim.gene_activity, client=client, max_iter=4,
                       **KW)
     assert isinstance(res.C_rna, da.Array)  # the caller's cluster: per-cell outputs stay on it
     assert_same_fit(reference, res, 1e-10)
 
 
 def test_chunk_size_and_persist_do_not_change_the_result(sim, client, reference):
-    res = fastjmt.fit(chunked(sim.rna, 300), chunked(sim.atac, 37), sim.gene_activity, client=client, max_iter=6,
+    res = fastjmt.fit(chunked(sim.rna, 300), chunked(sim.atac, 37), sim.gene_activity, client=client, max_iter=4,
                       persist=True, **KW)
     assert_same_fit(reference, res, 1e-10)
 
@@ -83,7 +83,7 @@ def test_a_worker_killed_during_the_fit_costs_a_retry_not_the_fit(sim, client, r
             os.kill(pids[addr], signal.SIGKILL)
             killed.append(addr)
 
-    res = fastjmt.fit(chunked(sim.rna, 110), chunked(sim.atac, 100), sim.gene_activity, client=client, max_iter=6,
+    res = fastjmt.fit(chunked(sim.rna, 110), chunked(sim.atac, 100), sim.gene_activity, client=client, max_iter=4,
                       callback=kill_one, **KW)
     assert killed
     assert_same_fit(reference, res, 1e-10)
@@ -93,7 +93,7 @@ def test_a_worker_killed_during_the_fit_costs_a_retry_not_the_fit(sim, client, r
 def test_out_writes_the_per_cell_results_to_zarr(sim, client, reference, tmp_path):
     pytest.importorskip("zarr")
     store = tmp_path / "cells.zarr"
-    res = fastjmt.fit(chunked(sim.rna, 110), chunked(sim.atac, 100), sim.gene_activity, client=client, max_iter=6,
+    res = fastjmt.fit(chunked(sim.rna, 110), chunked(sim.atac, 100), sim.gene_activity, client=client, max_iter=4,
                       out=store, **KW)
     assert store.exists()
     back = da.from_zarr(str(store), component="C_atac").compute()
@@ -130,7 +130,7 @@ def test_a_lazily_read_anndata_is_fitted_on_dask(sim, client, reference, tmp_pat
     with h5py.File(paths["rna"], "r") as fr, h5py.File(paths["atac"], "r") as fa:
         rna = anndata.AnnData(X=read_elem_lazy(fr["X"], chunks=(120, sim.rna.shape[1])))
         atac = anndata.AnnData(X=read_elem_lazy(fa["X"], chunks=(100, sim.atac.shape[1])))
-        res = fit_anndata(rna, atac, gene_activity=sim.gene_activity, client=client, max_iter=6, **KW)
+        res = fit_anndata(rna, atac, gene_activity=sim.gene_activity, client=client, max_iter=4, **KW)
         assert_same_fit(reference, res, 1e-10)
         np.testing.assert_allclose(np.asarray(rna.obsm["X_jmt"]), reference.C_rna, atol=1e-10)
 
@@ -141,14 +141,14 @@ def _running_clients():
 
 def test_without_a_client_the_fit_starts_and_closes_its_own_cluster(sim, reference):
     before = _running_clients()
-    res = fastjmt.fit(chunked(sim.rna, 150), chunked(sim.atac, 180), sim.gene_activity, max_iter=6, **KW)
+    res = fastjmt.fit(chunked(sim.rna, 150), chunked(sim.atac, 180), sim.gene_activity, max_iter=4, **KW)
     assert isinstance(res.C_rna, np.ndarray) and isinstance(res.empty_atac, np.ndarray)  # gathered before closing
     assert_same_fit(reference, res, 1e-10)
     assert _running_clients() <= before  # the fit's own client and cluster are closed
 
 
 def test_the_estimator_fits_dask_arrays(sim, client, reference):
-    model = fastjmt.JMT(client=client, max_iter=6, **KW).fit(chunked(sim.rna, 110), chunked(sim.atac, 100),
+    model = fastjmt.JMT(client=client, max_iter=4, **KW).fit(chunked(sim.rna, 110), chunked(sim.atac, 100),
                                                              sim.gene_activity)
     np.testing.assert_allclose(model.C_genes_, reference.C_genes, atol=1e-10)
     np.testing.assert_array_equal(np.asarray(model.labels_atac_), reference.labels_atac)
@@ -157,18 +157,18 @@ def test_the_estimator_fits_dask_arrays(sim, client, reference):
 def test_checkpoint_and_resume_on_dask(sim, client, tmp_path):
     path = tmp_path / "fit.ckpt"
     args = (chunked(sim.rna, 110), chunked(sim.atac, 100), sim.gene_activity)
-    full = fastjmt.fit(*args, client=client, max_iter=8, **KW)
-    first = fastjmt.fit(*args, client=client, max_iter=8, checkpoint=path, checkpoint_every=2,
-                        callback=lambda it, terms, params: it >= 5, **KW)
-    assert first.n_iter == 5 and ckpt.read_meta(path)["current"]["it"] == 4  # resumes from epoch 4
+    full = fastjmt.fit(*args, client=client, max_iter=6, **KW)
+    first = fastjmt.fit(*args, client=client, max_iter=6, checkpoint=path, checkpoint_every=2,
+                        callback=lambda it, terms, params: it >= 3, **KW)
+    assert first.n_iter == 3 and ckpt.read_meta(path)["current"]["it"] == 2  # resumes from epoch 2
     cells = list((tmp_path / "fit.ckpt.cells").iterdir())
     assert len(cells) == 1  # only the folder the checkpoint names is kept
-    resumed = fastjmt.fit(*args, client=client, max_iter=8, checkpoint=path, resume=path, **KW)
+    resumed = fastjmt.fit(*args, client=client, max_iter=6, checkpoint=path, resume=path, **KW)
     assert resumed.n_iter == full.n_iter
     np.testing.assert_allclose(resumed.loss_history, full.loss_history, rtol=1e-12)
     np.testing.assert_allclose(np.asarray(resumed.C_rna), np.asarray(full.C_rna), atol=1e-12)
     with pytest.raises(fastjmt.CheckpointError, match="made for other data or options"):
-        fastjmt.fit(chunked(sim.rna, 150), *args[1:], client=client, max_iter=8, resume=path, **KW)
+        fastjmt.fit(chunked(sim.rna, 150), *args[1:], client=client, max_iter=6, resume=path, **KW)
     with pytest.raises(fastjmt.CheckpointError, match="differs in: row_chunks"):  # an in-memory fit's checkpoint
         mem = tmp_path / "mem.ckpt"
         fastjmt.fit(sim.rna, sim.atac, sim.gene_activity, max_iter=2, checkpoint=mem, **KW)
@@ -201,3 +201,46 @@ def test_mini_batches_on_dask(sim, client):
             for _ in range(2)]
     np.testing.assert_array_equal(runs[0].loss_history, runs[1].loss_history)
     assert runs[0].loss_history[-1, -1] < runs[0].loss_history[0, -1]
+
+
+def test_bad_values_and_paths_are_caught_before_the_fit(sim, client, tmp_path):
+    rna = sim.rna.astype(np.float64)
+    rna.data[3] = np.nan
+    with pytest.raises(ValueError, match="rna contains NaN or infinite values"):
+        fastjmt.fit(chunked(rna, 100), chunked(sim.atac, 100), sim.gene_activity, client=client, **KW)
+    empty = sp.csr_matrix(sim.rna.shape)
+    with pytest.raises(ValueError, match="rna has no nonzero value"):
+        fastjmt.fit(chunked(empty, 100), chunked(sim.atac, 100), sim.gene_activity, client=client, **KW)
+    with pytest.raises(ValueError, match="gene_activity has no nonzero"):
+        fastjmt.fit(chunked(sim.rna, 100), chunked(sim.atac, 100), sp.csr_matrix(sim.gene_activity.shape),
+                    client=client, **KW)
+    few = chunked(sim.rna, 100)[np.arange(sim.rna.shape[0]) < 2]  # unknown chunk sizes: counted on the chunks
+    with pytest.raises(ValueError, match="rna has 2 cells, fewer than the 3 clusters"):
+        fastjmt.fit(few, chunked(sim.atac, 100), sim.gene_activity, client=client, **KW)
+    a_file = tmp_path / "a_file.txt"
+    a_file.write_text("x")
+    with pytest.raises(FileExistsError, match="out: .* is a file"):
+        fastjmt.fit(chunked(sim.rna, 100), chunked(sim.atac, 100), sim.gene_activity, client=client, out=a_file,
+                    **KW)
+    with pytest.raises(TypeError, match="gene_activity must be in memory"):
+        fastjmt.fit(chunked(sim.rna, 100), chunked(sim.atac, 100), da.from_array(sim.gene_activity.toarray()),
+                    client=client, **KW)
+
+
+def test_results_with_dask_arrays_save_and_the_estimator_clones(sim, client, tmp_path):
+    res = fastjmt.fit(chunked(sim.rna, 150), chunked(sim.atac, 180), sim.gene_activity, client=client, max_iter=2,
+                      **KW)
+    res.save(tmp_path / "r.npz")
+    back = fastjmt.load_result(tmp_path / "r.npz")
+    np.testing.assert_array_equal(back.C_rna, np.asarray(res.C_rna))
+    pytest.importorskip("sklearn")
+    import pickle
+
+    from sklearn.base import clone
+
+    model = fastjmt.JMT(n_shared=3, client=client, max_iter=2)
+    assert clone(model).client is client
+    assert pickle.loads(pickle.dumps(model)).client is None
+    with pytest.raises(TypeError, match="Dask array, which this function takes in memory only"):
+        fastjmt.JMT(n_shared=3, max_iter=2).fit(sim.rna, sim.atac, sim.gene_activity).transform(
+            rna=chunked(sim.rna, 100))
