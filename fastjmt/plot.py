@@ -89,6 +89,7 @@ def plot_composition(res: JMTResult, rna_labels: Optional[Sequence] = None, atac
     palette = dict(zip(all_classes, _colors(len(all_classes))))
     for ax, pred, lab, name in ((axes[0], res.labels_rna, rna_labels, "RNA"),
                                 (axes[1], res.labels_atac, atac_labels, "ATAC")):
+        pred = np.asarray(pred)  # a Dask fit's labels are Dask arrays: counted here in memory (one int per cell)
         if lab is None:
             ax.bar(range(res.K), np.bincount(pred, minlength=res.K), color="C0")
         else:
@@ -140,6 +141,7 @@ def _embedding_features(res: JMTResult) -> np.ndarray:
 
 def _embed(X: np.ndarray, method: str, random_state: int):
     """(2-D coordinates, axis name): UMAP when asked or available, else the first two principal components."""
+    X = np.asarray(X)  # a Dask fit's per-cell arrays: drawn from memory
     if method in ("auto", "umap"):
         try:
             import umap

@@ -42,6 +42,8 @@ def write_report(res: JMTResult, out_dir, rna_cells: Optional[Sequence] = None, 
             fh.writelines(f"{c}\t{'NA' if e else k}\n" for c, k, e in zip(cells, labels, empty))
         paths[f"clusters_{name}"] = p
     cov = res.link_coverage
+    # a Dask fit's labels are Dask arrays: counted here in memory (one integer per cell)
+    counts = [np.bincount(np.asarray(lab), minlength=res.K) for lab in (res.labels_rna, res.labels_atac)]
     lines = [
         "# fastjmt report", "",
         f"- clusters: K = {res.K} ({res.n_shared} shared, {res.n_rna_only} RNA-only, {res.n_atac_only} ATAC-only)",
@@ -56,8 +58,7 @@ def write_report(res: JMTResult, out_dir, rna_cells: Optional[Sequence] = None, 
         "| term | final value |", "|---|---|",
         *[f"| {t} | {v:.6g} |" for t, v in zip(res.loss_terms, res.loss_history[-1])], "",
         "| cluster | RNA cells | ATAC cells |", "|---|---|---|",
-        *[f"| {k} | {a} | {b} |" for k, (a, b) in enumerate(zip(np.bincount(res.labels_rna, minlength=res.K),
-                                                                np.bincount(res.labels_atac, minlength=res.K)))],
+        *[f"| {k} | {a} | {b} |" for k, (a, b) in enumerate(zip(*counts))],
     ]
     if rna_labels is not None and atac_labels is not None:
         s = pooled_scores(res, rna_labels, atac_labels)

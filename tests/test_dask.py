@@ -233,6 +233,11 @@ def test_results_with_dask_arrays_save_and_the_estimator_clones(sim, client, tmp
     res.save(tmp_path / "r.npz")
     back = fastjmt.load_result(tmp_path / "r.npz")
     np.testing.assert_array_equal(back.C_rna, np.asarray(res.C_rna))
+    pytest.importorskip("matplotlib")
+    from fastjmt.report import write_report
+
+    paths = write_report(res, tmp_path / "report")
+    assert os.path.exists(paths["result"])
     pytest.importorskip("sklearn")
     import pickle
 
