@@ -29,7 +29,7 @@ from .errors import ConvergenceWarning, LinkCoverageWarning
 from .objective import TERMS, program_activity
 from .options import DEFAULT_WEIGHTS, DEFAULTS, FitOptions, check_options, restart_seeds
 from .problem import Problem, build_problem
-from .validation import check_inputs, check_matrix, not_counts
+from .validation import check_inputs, not_counts
 
 logger = logging.getLogger("fastjmt")
 
@@ -557,7 +557,6 @@ def _fit_dask(rna, atac, gene_activity, opts: FitOptions, t_start: float) -> JMT
     from . import dask_driver
 
     dask_driver.check_inputs(rna, atac, gene_activity, opts)
-    check_matrix(gene_activity, "gene_activity", require_nonzero=True)
     A = pp.to_csr(gene_activity, dtype=opts.dtype, name="gene_activity")
     coverage = check_coverage(A)
     if opts.preprocess:
@@ -565,7 +564,14 @@ def _fit_dask(rna, atac, gene_activity, opts: FitOptions, t_start: float) -> JMT
     with _verbose_logging(opts), _ctrl_c_finishes_epoch() as interrupted:
         run = dask_driver.fit(rna, atac, A, opts, _seeds(opts), _fingerprint_options(opts), interrupted.is_set)
     warn_how_it_ended(run.outcome, opts)
-    best, cells = run.outcome.best, run.cells
+    return _make_result(opts, run.outcome, run.cells, run.column_clusters, coverage, run.rna_constants, t_start)
+
+
+def _make_result(opts: FitOptions, outcome, cells: dict, column_clusters, coverage, rna_constants: dict,
+                 t_start: float) -> JMTResult:
+    """The :class:`JMTResult` of a fit: the kept restart's feature-sized factors, and per modality the per-cell
+    outputs ``cells[m]`` (``C``, ``programs``, ``b``, ``empty``: NumPy, or Dask arrays for a Dask fit)."""
+    best = outcome.best
     p = best.params
     return JMTResult(
         C_rna=cells["rna"]["C"], C_atac=cells["atac"]["C"], C_genes=p["rna"].Cf, C_regions=p["atac"].Cf,
@@ -573,14 +579,13 @@ def _fit_dask(rna, atac, gene_activity, opts: FitOptions, t_start: float) -> JMT
         b_genes=p["rna"].c, b_regions=p["atac"].c, loss_history=best.history, n_iter=best.n_iter,
         converged=best.converged, seed=best.seed, n_shared=opts.n_shared, n_rna_only=opts.n_rna_only,
         n_atac_only=opts.n_atac_only, fit_seconds=time.perf_counter() - t_start,
-        restart_losses=np.asarray(run.outcome.losses), interrupted=run.outcome.interrupted,
-        programs_rna=cells["rna"]["programs"],
-        programs_atac=cells["atac"]["programs"], n_undone=best.undone, column_clusters=run.column_clusters,
-        resolution=opts.resolution, stop_reason=best.stop_reason,
+        restart_losses=np.asarray(outcome.losses), interrupted=outcome.interrupted,
+        programs_rna=cells["rna"]["programs"], programs_atac=cells["atac"]["programs"], n_undone=best.undone,
+        column_clusters=column_clusters, resolution=opts.resolution, stop_reason=best.stop_reason,
         answer_change=tuple(float(x) for x in best.change), link_coverage=coverage.as_dict(),
         empty_rna=cells["rna"]["empty"], empty_atac=cells["atac"]["empty"],
-        model=dict(preprocess=opts.preprocess, rna_target_sum=run.rna_constants.get("target_sum"),
-                   rna_max_value=run.rna_constants.get("max_value"), dtype=np.dtype(opts.dtype).name,
+        model=dict(preprocess=opts.preprocess, rna_target_sum=rna_constants.get("target_sum"),
+                   rna_max_value=rna_constants.get("max_value"), dtype=np.dtype(opts.dtype).name,
                    init_scale=opts.init_scale, learning_rate=opts.learning_rate, **opts.weights),
     )
 
@@ -695,7 +700,7 @@ def warn_how_it_ended(outcome, opts: FitOptions, stacklevel: int = 4) -> None:
 def _result(prep: _Prepared, outcome, opts: FitOptions, threads: int, t_start: float) -> JMTResult:
     """The warnings a user must see about how the fit ended, then the result: factors, program activities,
     memberships of empty cells made uniform, the column merge."""
-    best, losses, K = outcome.best, outcome.losses, opts.K
+    best, K = outcome.best, opts.K
     warn_how_it_ended(outcome, opts)
     p, empty, problem = best.params, prep.empty, prep.problem
     n_shared, n_rna_only, n_atac_only = opts.layout
@@ -716,17 +721,5 @@ def _result(prep: _Prepared, outcome, opts: FitOptions, threads: int, t_start: f
                                         C["rna"][keep["rna"]].argmax(axis=1), C["atac"][keep["atac"]].argmax(axis=1),
                                         n_shared, n_rna_only, n_atac_only, resolution=opts.resolution,
                                         n_threads=threads)
-    return JMTResult(
-        C_rna=C["rna"], C_atac=C["atac"], C_genes=p["rna"].Cf, C_regions=p["atac"].Cf,
-        S_rna=p["rna"].S, S_atac=p["atac"].S, b_rna=p["rna"].b, b_atac=p["atac"].b,
-        b_genes=p["rna"].c, b_regions=p["atac"].c, loss_history=best.history, n_iter=best.n_iter,
-        converged=best.converged, seed=best.seed, n_shared=n_shared, n_rna_only=n_rna_only,
-        n_atac_only=n_atac_only, fit_seconds=time.perf_counter() - t_start, restart_losses=np.asarray(losses),
-        interrupted=outcome.interrupted, programs_rna=programs["rna"], programs_atac=programs["atac"],
-        n_undone=best.undone, column_clusters=column_clusters, resolution=opts.resolution,
-        stop_reason=best.stop_reason, answer_change=tuple(float(x) for x in best.change),
-        link_coverage=prep.coverage.as_dict(), empty_rna=empty["rna"], empty_atac=empty["atac"],
-        model=dict(preprocess=opts.preprocess, rna_target_sum=prep.rna_constants.get("target_sum"),
-                   rna_max_value=prep.rna_constants.get("max_value"), dtype=np.dtype(opts.dtype).name,
-                   init_scale=opts.init_scale, learning_rate=opts.learning_rate, **opts.weights),
-    )
+    cells = {m: {"C": C[m], "programs": programs[m], "b": p[m].b, "empty": empty[m]} for m in ("rna", "atac")}
+    return _make_result(opts, outcome, cells, column_clusters, prep.coverage, prep.rna_constants, t_start)

@@ -73,7 +73,7 @@ class Hyper:
     @property
     def coef(self) -> float:
         """The reconstruction gradient's coefficient ``2 w / (|I| |J|)`` (objective.BatchStats)."""
-        return 2.0 * self.weight / (self.cells * (self.batch_features or self.p))
+        return obj.recon_coef(self.weight, self.cells, self.batch_features or self.p)
 
 
 ALLOWED_CHUNKS = "scipy.sparse CSR matrices (csr_matrix / csr_array) or dense NumPy arrays"
@@ -95,11 +95,7 @@ def raw_stats(block, name: str) -> dict:
     (:func:`fastjmt.preprocess.rna_constants`), and which rows are empty."""
     check_block(block, name)
     M = pp.to_csr(block, dtype=np.float64, name=name)
-    lib = np.asarray(M.sum(axis=1), dtype=np.float64).ravel()
-    row_max = np.zeros_like(lib)
-    counts = np.diff(M.indptr)
-    if M.nnz:
-        row_max[counts > 0] = np.maximum.reduceat(M.data, M.indptr[:-1][counts > 0])
+    lib, row_max = pp.library_and_row_max(M)
     return {"lib": lib, "row_max": row_max, "negative": bool(M.nnz and M.data.min() < 0),
             "finite": bool(np.isfinite(M.data).all()), "nnz": int(M.nnz)}
 

@@ -40,7 +40,8 @@ from . import chunks as ck
 from . import objective as obj
 from . import preprocess as pp
 from ._threads import fit_threads
-from .driver import FitOutcome, RunState, Schedule, Snapshot, _Stepper, fit_restarts, schedule_of
+from .driver import (FitOutcome, RunState, Schedule, Snapshot, _check_finite, _SavePoint, _Stepper, fit_restarts,
+                     schedule_of)
 from .initialize import initialize
 from .problem import MODALITIES, WEIGHT_OF, Factors, Modality, Problem, build_problem, masked_columns, transpose
 from .transform import start_centroids
@@ -214,13 +215,12 @@ class Chunked:
             at += len(group)
         return out
 
-    def _hyper(self, name, state, key=None):
-        h = self.hyper[name]
-        st = state.stepper
-        if key is None:
-            return h
-        return replace(h, lr=st.lr, step=st.steps[key], adam=self.sched.optimizer == "adam", beta1=self.sched.beta1,
-                       beta2=self.sched.beta2, eps=self.sched.eps)
+    def _hyper(self, name: str, state: RunState) -> ck.Hyper:
+        """The modality's :class:`fastjmt.chunks.Hyper` with this epoch's step for its cell logits (``Z_<name>``,
+        whose step count the caller has just advanced)."""
+        st, s = state.stepper, self.sched
+        return replace(self.hyper[name], lr=st.lr, step=st.steps["Z_" + name], adam=s.optimizer == "adam",
+                       beta1=s.beta1, beta2=s.beta2, eps=s.eps)
 
     # -- the engine's interface
     def epoch(self, state: RunState, it: int) -> dict:
@@ -235,14 +235,11 @@ class Chunked:
             f = P[name]
             sv[name] = obj.side_stats(f.Cf, f.c)
             step.steps["Z_" + name] += 1
-            h[name] = self._hyper(name, state, "Z_" + name)
+            h[name] = self._hyper(name, state)
         done = self._map(ck.cell_step, {m: (chunks[m], (h[m], P[m].Cf, sv[m], P[m].S)) for m in MODALITIES})
-        for name, other in (("atac", "rna"), ("rna", "atac")):
-            f = P[name]
-            chunks[name], gS = done[name]
-            gS = gS + obj.association_coupling_grad(problem, f.S, P[other].S)
-            step("S_" + name, f.S, gS, np.arange(f.S.shape[0], dtype=np.int64))
-            _finite(f.S, "S_" + name, it)
+        for name in MODALITIES:
+            chunks[name] = done[name][0]
+        self._step_associations(P, step, {m: done[m][1] for m in MODALITIES}, it)
         done = self._map(ck.cell_biases, {m: (chunks[m], (h[m], P[m].S, sv[m])) for m in MODALITIES})
         cell_side, XtU = {}, {}
         for name in MODALITIES:
@@ -253,26 +250,15 @@ class Chunked:
         for name in MODALITIES:
             f, mod = P[name], problem.modality(name)
             bs = obj.BatchStats(None, np.arange(mod.p, dtype=np.int64), None, mod.col_sums, mod.sq_norm,
-                                2.0 * mod.weight / (mod.n * mod.p), 1.0)
+                                obj.recon_coef(mod.weight, mod.n, mod.p), 1.0)
             V = step.logits("Zf_" + name, f.Zf, bs.cols, f.Cf,
                             obj.feature_grad(problem, name, P, bs, XtU[name], f.Cf, cell_side[name], f.c))
-            _finite(V, "Zf_" + name, it)
+            _check_finite(V, "Zf_" + name, it)
             f.Cf[:] = V
             f.c[:] = obj.closed_form_bias(mod.col_sums, f.Cf, cell_side[name], mod.n)
-            sv[name] = obj.side_stats(f.Cf, f.c)
-        done = self._map(ck.refit_after_features, {m: (chunks[m], (self.hyper[m], P[m].S, sv[m])) for m in MODALITIES},
-                         with_data=False)
-        recon, cell_terms = {}, {"mask": 0.0, "entropy": 0.0}
-        for name in MODALITIES:
-            f, mod = P[name], problem.modality(name)
-            chunks[name], parts = done[name]
-            recon[name] = mod.weight * obj.recon_value_of_sums(
-                mod.sq_norm, obj.frob(f.Cf, XtU[name]), parts["b_dot_rows"], obj.bias_dot(f.c, mod.col_sums),
-                mod.n, mod.p, parts["su"], sv[name])
-            cell_terms["mask"] += parts["mask"] / mod.n
-            cell_terms["entropy"] += parts["entropy"] / mod.n
+        parts = self._refit_all(P, chunks, feature_biases=False)  # features first: c above, now b
         state.chunks = chunks
-        return obj.complete_terms(problem, P, recon, cell_terms)
+        return self._terms(P, parts, {m: obj.frob(P[m].Cf, XtU[m]) for m in MODALITIES})
 
     def _batch_epoch(self, state: RunState, it: int) -> dict:
         """One mini-batch epoch, as :func:`fastjmt.driver._epoch` with a batch: the paper's sampling at the
@@ -293,55 +279,73 @@ class Chunked:
             f = P[name]
             sv[name] = obj.side_stats(np.ascontiguousarray(f.Cf[cols[name]]), np.ascontiguousarray(f.c[cols[name]]))
             step.steps["Z_" + name] += 1
-            h[name] = replace(self._hyper(name, state, "Z_" + name),
+            h[name] = replace(self._hyper(name, state),
                               batch_cells=int(sum(self.hyper[name].rows[i] for i in picked[name])),
                               batch_features=int(cols[name].size))
         done = self._map(ck.cell_step, {m: ([chunks[m][i] for i in picked[m]],
                                             (h[m], P[m].Cf, sv[m], P[m].S, mask[m]), picked[m]) for m in MODALITIES})
-        for name, other in (("atac", "rna"), ("rna", "atac")):
-            f = P[name]
+        for name in MODALITIES:
             chunks[name] = _put(chunks[name], picked[name], done[name][0])
-            gS = done[name][1] + obj.association_coupling_grad(problem, f.S, P[other].S)
-            step("S_" + name, f.S, gS, np.arange(f.S.shape[0], dtype=np.int64))
-            _finite(f.S, "S_" + name, it)
-        cell_side = self._refit_all(P, chunks)  # objective.refit_biases, cells first: b, then c
+        self._step_associations(P, step, {m: done[m][1] for m in MODALITIES}, it)
+        done = self._refit_all(P, chunks, feature_biases=True)  # objective.refit_biases, cells first: b, then c
+        cell_side = {m: done[m]["su"] for m in MODALITIES}
         done = self._map(ck.batch_features, {m: ([chunks[m][i] for i in picked[m]],
                                                  (h[m], P[m].S, cols[m], mask[m]), picked[m]) for m in MODALITIES})
         for name in MODALITIES:
             f, mod, J = P[name], problem.modality(name), cols[name]
             parts = done[name][1]
-            bs = obj.BatchStats(None, J, None, None, 0.0, h[name].coef, mod.p / J.size)
+            bs = obj.BatchStats(None, J, None, None, 0.0, h[name].coef, obj.feature_scale(mod.p, J.size))
             V_J = np.ascontiguousarray(f.Cf[J])
             V_J = step.logits("Zf_" + name, f.Zf, J, V_J,
                               obj.feature_grad(problem, name, P, bs, parts["XtU"].astype(f.Cf.dtype), V_J,
                                                parts["su"], np.ascontiguousarray(f.c[J])))
-            _finite(V_J, "Zf_" + name, it)
+            _check_finite(V_J, "Zf_" + name, it)
             f.Cf[J] = V_J
             # objective.refit_biases, features first: c over every cell (b and C S unchanged since cell_side)
             f.c[:] = obj.closed_form_bias(mod.col_sums, f.Cf, cell_side[name], mod.n)
-        self._refit_all(P, chunks, cells_only=True)
+        self._refit_all(P, chunks, feature_biases=False)
         state.chunks = chunks
         return self.loss(P, chunks)
 
-    def _refit_all(self, P: dict, chunks: dict, cells_only: bool = False) -> dict:
-        """The cell biases of every chunk in closed form given ``side_stats(Cf, c)`` (states only, no data),
-        then, unless ``cells_only``, the feature biases given the cells' new side stats; updates ``chunks``
-        and returns those side stats per modality."""
+    def _step_associations(self, P: dict, step, recon_parts: dict, it: int) -> None:
+        """The S steps after the cell steps, ATAC then RNA as in memory: ``dL/dS`` is the chunks' summed
+        reconstruction part plus the coupling (:func:`fastjmt.objective.association_grad`'s two parts)."""
+        for name, other in (("atac", "rna"), ("rna", "atac")):
+            f = P[name]
+            gS = recon_parts[name] + obj.association_coupling_grad(self.problem, f.S, P[other].S)
+            step("S_" + name, f.S, gS, np.arange(f.S.shape[0], dtype=np.int64))
+            _check_finite(f.S, "S_" + name, it)
+
+    def _refit_all(self, P: dict, chunks: dict, feature_biases: bool) -> dict:
+        """The cell biases of every chunk in closed form given ``side_stats(Cf, c)`` (states only, no data), then,
+        with ``feature_biases``, the feature biases given the cells' new side stats
+        (:func:`fastjmt.objective.refit_biases`); updates ``chunks`` and returns the chunks' summed parts per
+        modality (side stats, ``⟨b, X1⟩``, mask and entropy sums)."""
         sv = {m: obj.side_stats(P[m].Cf, P[m].c) for m in MODALITIES}
         done = self._map(ck.refit_after_features, {m: (chunks[m], (self.hyper[m], P[m].S, sv[m])) for m in MODALITIES},
                          with_data=False)
-        su = {}
+        parts = {}
         for m in MODALITIES:
-            chunks[m], parts = done[m][0], done[m][1]
-            su[m] = parts["su"]
-            if not cells_only:
+            chunks[m], parts[m] = done[m]
+            if feature_biases:
                 mod = self.problem.modality(m)
-                P[m].c[:] = obj.closed_form_bias(mod.col_sums, P[m].Cf, su[m], mod.n)
-        return su
+                P[m].c[:] = obj.closed_form_bias(mod.col_sums, P[m].Cf, parts[m]["su"], mod.n)
+        return parts
 
-    def save(self, state: RunState):
-        from .driver import _SavePoint
+    def _terms(self, P: dict, parts: dict, bilinear: dict) -> dict:
+        """Every term of the objective from the chunks' summed parts (:meth:`_refit_all`'s or
+        ``chunks.evaluate``'s) and ``bilinear = ⟨C S, X Cf⟩`` per modality."""
+        recon, cell_terms = {}, {"mask": 0.0, "entropy": 0.0}
+        for name in MODALITIES:
+            f, mod, pt = P[name], self.problem.modality(name), parts[name]
+            recon[name] = mod.weight * obj.recon_value_of_sums(
+                mod.sq_norm, bilinear[name], pt["b_dot_rows"], obj.bias_dot(f.c, mod.col_sums), mod.n, mod.p,
+                pt["su"], obj.side_stats(f.Cf, f.c))
+            cell_terms["mask"] += pt["mask"] / mod.n
+            cell_terms["entropy"] += pt["entropy"] / mod.n
+        return obj.complete_terms(self.problem, P, recon, cell_terms)
 
+    def save(self, state: RunState) -> _SavePoint:
         return _SavePoint(state)
 
     def snapshot(self, state: RunState, loss: float) -> Snapshot:
@@ -360,16 +364,8 @@ class Chunked:
     def loss(self, params: dict, chunks: dict) -> dict:
         """Every term of the objective at the current point (one pass over each modality's nonzeros)."""
         done = self._map(ck.evaluate, {m: (chunks[m], (self.hyper[m], params[m].Cf, params[m].S)) for m in MODALITIES})
-        recon, cell_terms = {}, {"mask": 0.0, "entropy": 0.0}
-        for name in MODALITIES:
-            f, mod = params[name], self.problem.modality(name)
-            parts = done[name][1]
-            recon[name] = mod.weight * obj.recon_value_of_sums(
-                mod.sq_norm, parts["bilinear"], parts["b_dot_rows"], obj.bias_dot(f.c, mod.col_sums), mod.n, mod.p,
-                parts["su"], obj.side_stats(f.Cf, f.c))
-            cell_terms["mask"] += parts["mask"] / mod.n
-            cell_terms["entropy"] += parts["entropy"] / mod.n
-        return obj.complete_terms(self.problem, params, recon, cell_terms)
+        parts = {m: done[m][1] for m in MODALITIES}
+        return self._terms(params, parts, {m: parts[m]["bilinear"] for m in MODALITIES})
 
 
 def _put(states: list, index, new: list) -> list:
@@ -378,14 +374,6 @@ def _put(states: list, index, new: list) -> list:
     for i, st in zip(index, new):
         out[i] = st
     return out
-
-
-def _finite(arr, block, it):
-    from .errors import NonFiniteError
-
-    if not np.isfinite(arr).all():
-        raise NonFiniteError(f"non-finite values in block {block} at iteration {it}; lower learning_rate, use "
-                             "dtype=float64, or check the input for extreme values")
 
 
 # --------------------------------------------------------------------------- preparing the chunks
@@ -451,7 +439,7 @@ def check_inputs(rna, atac, gene_activity, opts) -> None:
     if is_dask(gene_activity):
         raise TypeError("gene_activity must be in memory (genes × regions, a scipy sparse matrix or array); "
                         "pass gene_activity.compute()")
-    check_matrix(gene_activity, "gene_activity", allow_negative=False)
+    check_matrix(gene_activity, "gene_activity", require_nonzero=True)
     if opts.out is not None and os.path.exists(opts.out) and not os.path.isdir(opts.out):
         raise FileExistsError(f"out: {os.fspath(opts.out)!r} is a file; pass a zarr store path (a folder, new or "
                               "one to overwrite)")

@@ -359,6 +359,16 @@ class BatchStats:
         return self.rows.size if self.n_cells < 0 else self.n_cells
 
 
+def recon_coef(weight: float, n_cells: int, n_features: int) -> float:
+    """The reconstruction gradient's coefficient ``2 w / (|I| |J|)`` of a batch (:class:`BatchStats`)."""
+    return 2.0 * weight / (n_cells * n_features)
+
+
+def feature_scale(p: int, n_features: int) -> float:
+    """The feature coupling's scale ``p / |J|`` in a batch of ``n_features`` features (:class:`BatchStats`)."""
+    return p / n_features
+
+
 def batch_stats(mod: Modality, batch: Batch) -> BatchStats:
     """:class:`BatchStats` of one modality for ``batch`` (one pass over the batch's nonzeros unless full)."""
     I, J = batch.rows, batch.cols
@@ -368,7 +378,8 @@ def batch_stats(mod: Modality, batch: Batch) -> BatchStats:
         row_sums, rq = masked_row_sums(mod.X, I, batch.col_mask)
         col_sums = spmm_t(mod.X, mod.Xt, I, batch.row_mask, J, batch.col_mask, np.ones((I.size, 1)))[:, 0]
         sq_norm = float(rq.sum())
-    return BatchStats(I, J, row_sums, col_sums, sq_norm, 2.0 * mod.weight / (I.size * J.size), mod.p / J.size)
+    return BatchStats(I, J, row_sums, col_sums, sq_norm, recon_coef(mod.weight, I.size, J.size),
+                      feature_scale(mod.p, J.size))
 
 
 @dataclass

@@ -157,12 +157,18 @@ def preprocess_rna(G: sp.csr_matrix, copy: bool = True, target_sum: float | None
 def rna_constants(G: sp.csr_matrix) -> dict:
     """The two numbers :func:`preprocess_rna` derives from the whole matrix: ``target_sum`` (the median
     nonzero library size) and ``max_value`` (the largest value after normalisation and log1p)."""
+    return rna_constants_of(*library_and_row_max(G))
+
+
+def library_and_row_max(G: sp.csr_matrix) -> tuple:
+    """Each cell's library size and largest count (float64, one per cell) of a CSR matrix: what
+    :func:`rna_constants_of` needs, e.g. from each row chunk of a Dask array."""
     lib = np.asarray(G.sum(axis=1), dtype=np.float64).ravel()
     row_max = np.zeros_like(lib)
     counts = np.diff(G.indptr)
     if G.nnz:  # in the data's dtype (a maximum is exact): no float64 copy of every value
         row_max[counts > 0] = np.maximum.reduceat(G.data, G.indptr[:-1][counts > 0])
-    return rna_constants_of(lib, row_max)
+    return lib, row_max
 
 
 def rna_constants_of(lib: np.ndarray, row_max: np.ndarray) -> dict:
