@@ -276,11 +276,20 @@ def merge_columns(programs_rna, programs_atac, columns_rna, columns_atac, n_shar
         if bad or (c.size and (c.min() < 0 or c.max() >= K)):
             raise ValueError(f"{name} must hold one column in 0 … {K - 1} per cell ({P.shape[0]} cells)")
         cols.append(c.astype(np.int64))
-    E = np.vstack([_standardize_columns(P_r), _standardize_columns(P_a)])
-    node = np.concatenate(cols)
+    groups = np.r_[np.zeros(n_shared), np.ones(n_rna_only), np.full(n_atac_only, 2)].astype(np.int64)
+    return merge_column_groups([P_r, P_a], cols, groups, resolution, n_neighbors, n_threads)
+
+
+def merge_column_groups(programs: list, columns: list, groups: np.ndarray, resolution: float = 1.0,
+                        n_neighbors: int = 15, n_threads: Optional[int] = None) -> np.ndarray:
+    """:func:`merge_columns` for any number of cell sets (checked inputs): ``programs[i]`` (cells × K) are
+    standardised per set, ``columns[i]`` their cells' columns; columns merge only within the same
+    ``groups`` value (0 shared; one value per owner of private columns). Returns the cluster of each column."""
+    K = programs[0].shape[1]
+    E = np.vstack([_standardize_columns(P) for P in programs])
+    node = np.concatenate(columns)
     edges = knn_edges(E, n_neighbors, n_threads)
     a, b = node[edges[:, 0]], node[edges[:, 1]]
     W = np.bincount(a * K + b, minlength=K * K).reshape(K, K).astype(np.float64)
     W = W + W.T
-    groups = np.r_[np.zeros(n_shared), np.ones(n_rna_only), np.full(n_atac_only, 2)].astype(np.int64)
     return louvain_small(W, groups, resolution)

@@ -48,7 +48,7 @@ from . import objective as obj
 from .errors import CheckpointError, NonFiniteError
 from .objective import TERMS, LogitGrad
 from .options import DEFAULT_TOL, DEFAULTS
-from .problem import MODALITIES, Batch, Factors, Problem
+from .problem import MODALITIES, Batch, Block, Factors, Mosaic, MosaicParams, Problem
 from .products import spmm, spmm_t
 from .initialize import initialize
 from .progress import Progress
@@ -118,18 +118,21 @@ class RunOutcome:
 class _Stepper:
     """Applies one update to a block of parameters (Adam or plain gradient descent)."""
 
-    def __init__(self, sched: Schedule, params: dict):
+    def __init__(self, sched: Schedule, params):
         self.s = sched
         self.lr = sched.learning_rate  # the current step size (see ``_backtrack``)
         self.lr_max = sched.learning_rate  # the ceiling backtracking regrows it to (lowered by ``step_decay``)
         self.state = {}
         self.steps = {}
-        for m in MODALITIES:
-            f = params[m]
-            for key, arr in (("Z_" + m, f.Z), ("S_" + m, f.S), ("Zf_" + m, f.Zf)):
-                if sched.optimizer == "adam":
-                    self.state[key] = (np.zeros_like(arr), np.zeros_like(arr))
-                self.steps[key] = 0
+        if isinstance(params, MosaicParams):
+            blocks = params.arrays().items()
+        else:  # a two-matrix fit's {"atac": Factors, "rna": Factors}
+            blocks = [(key + m, getattr(params[m], field)) for m in MODALITIES
+                      for key, field in (("Z_", "Z"), ("S_", "S"), ("Zf_", "Zf"))]
+        for key, arr in blocks:
+            if sched.optimizer == "adam":
+                self.state[key] = (np.zeros_like(arr), np.zeros_like(arr))
+            self.steps[key] = 0
 
     def __call__(self, key: str, P: np.ndarray, G: np.ndarray, rows: np.ndarray):
         """A step on the rows ``rows`` of a plain parameter block ``P`` (the association matrices) down ``G``
@@ -167,10 +170,9 @@ def draw(total: int, frac: float, rng: np.random.Generator) -> np.ndarray:
     return np.sort(rng.choice(total, size=k, replace=False)).astype(np.int64)
 
 
-def _draw_batch(n: int, p: int, frac_cells: float, frac_feat: float, rng: np.random.Generator) -> Batch:
-    if frac_cells >= 1.0 and frac_feat >= 1.0:
+def _batch_of(rows: np.ndarray, n: int, cols: np.ndarray, p: int, full: bool) -> Batch:
+    if full:
         return Batch.whole(n, p)
-    rows, cols = draw(n, frac_cells, rng), draw(p, frac_feat, rng)
     rm = np.zeros(n, np.uint8)
     rm[rows] = 1
     cm = np.zeros(p, np.uint8)
@@ -178,15 +180,30 @@ def _draw_batch(n: int, p: int, frac_cells: float, frac_feat: float, rng: np.ran
     return Batch(rows, cols, rm, cm, False)
 
 
-class _Epoch:
-    """One modality's batch in one epoch, what the objective says about it, and side stats to reuse."""
+def draw_batches(mosaic: Mosaic, frac_cells: float, frac_feat: float, rng: np.random.Generator) -> dict:
+    """Each block's :class:`Batch` of one epoch: the cells of a batch drawn once for all its blocks, the features
+    of a modality once for all its blocks, in the epoch's order (a batch's cells, then its modalities' features
+    not drawn yet); full batches draw nothing."""
+    rows, cols = {}, {}
+    for batch, (n, _) in mosaic.batches.items():
+        rows[batch] = draw(n, frac_cells, rng)
+        for blk in mosaic.blocks_of_batch(batch):
+            if blk.modality not in cols:
+                cols[blk.modality] = draw(blk.data.p, frac_feat, rng)
+    full = frac_cells >= 1.0 and frac_feat >= 1.0
+    return {blk.name: _batch_of(rows[blk.batch], blk.data.n, cols[blk.modality], blk.data.p, full)
+            for blk in mosaic.blocks}
 
-    def __init__(self, problem: Problem, name: str, f: Factors, batch: Batch):
-        self.mod, self.f, self.batch = problem.modality(name), f, batch
+
+class _Epoch:
+    """One block's batch in one epoch, what the objective says about it, and side stats to reuse."""
+
+    def __init__(self, blk: Block, batch: Batch):
+        self.mod, self.batch = blk.data, batch
         self.I, self.J = batch.rows, batch.cols
         self.bs = obj.batch_stats(self.mod, batch)
         #: side_stats(C S, b) over all cells after the cell step's bias refit; still valid at the
-        #: feature step (nothing between them changes this modality's C, S or b); full batches only
+        #: feature step (nothing between them changes this block's C, S or b); full batches only
         self.cell_side = None
 
     def take(self, arr, idx):
@@ -200,62 +217,123 @@ class _Epoch:
             arr[idx] = values
 
 
-def _cell_and_S_step(problem, name, ep: _Epoch, other_S, step: _Stepper, it: int):
-    """Gradient steps on this modality's cell logits and on S, then closed-form biases."""
-    f, I, J = ep.f, ep.I, ep.J
-    V_J, c_J, b_I = ep.take(f.Cf, J), ep.take(f.c, J), ep.take(f.b, I)
-    sv = obj.side_stats(V_J, c_J)
-    XV = spmm(ep.mod.X, I, ep.batch.col_mask, f.Cf)
-
-    C_I = ep.take(f.C, I)
-    C_I = step.logits("Z_" + name, f.Z, I, C_I, obj.cell_grad(problem, ep.mod, ep.bs, XV, C_I, f.S, sv, b_I))
-    _check_finite(C_I, "Z_" + name, it)
-    ep.put(f.C, I, C_I)
-
-    gS = obj.association_grad(problem, ep.bs, XV, C_I, f.S, sv, b_I, other_S)
-    step("S_" + name, f.S, gS, np.arange(f.S.shape[0], dtype=np.int64))
-    _check_finite(f.S, "S_" + name, it)
-
-    # in a full batch, sv = side_stats(Cf, c) of the whole modality, which nothing above changed
-    cell_side = obj.refit_biases(ep.mod, f, cells_first=True, known=sv if ep.batch.full else None)
-    ep.cell_side = cell_side if ep.batch.full else None
+def _other_sides(mosaic: Mosaic, mp: MosaicParams, eps: dict, blk: Block) -> list:
+    """``(mod, side_stats(C S, b))`` of the other blocks of ``blk``'s modality, for its shared feature biases."""
+    out = []
+    for o in mosaic.blocks_of_modality(blk.modality):
+        if o.name != blk.name:
+            side = eps[o.name].cell_side
+            if side is None:
+                side = obj.side_stats(obj.cell_factor(mp.cells[o.batch].C, mp.blocks[o.name].S), mp.blocks[o.name].b)
+            out.append((o.data, side))
+    return out
 
 
-def _feature_step(problem, name, ep: _Epoch, params: dict, step: _Stepper, it: int):
-    """Gradient step on this modality's feature logits, then closed-form biases.
+def _cell_and_S_step(mosaic: Mosaic, mp: MosaicParams, batch: str, eps: dict, step: "_Stepper", it: int):
+    """Gradient steps on one batch's cell logits (shared by its blocks) and on each block's S, then the
+    closed-form biases of each block (b, then the modality's c)."""
+    blocks = mosaic.blocks_of_batch(batch)
+    cells = mp.cells[batch]
+    ep0 = eps[blocks[0].name]
+    I = ep0.I
+    parts = []
+    for blk in blocks:
+        ep, feat, bf = eps[blk.name], mp.features[blk.modality], mp.blocks[blk.name]
+        sv = obj.side_stats(ep.take(feat.Cf, ep.J), ep.take(feat.c, ep.J))
+        XV = spmm(ep.mod.X, I, ep.batch.col_mask, feat.Cf)
+        parts.append((ep.mod, ep.bs, XV, bf.S, sv, ep.take(bf.b, I)))
 
-    Returns the weighted reconstruction term at the new point (full batches) or None.
+    C_I = ep0.take(cells.C, I)
+    C_I = step.logits("Z_" + batch, cells.Z, I, C_I, obj.cells_grad(mosaic, parts, C_I))
+    _check_finite(C_I, "Z_" + batch, it)
+    ep0.put(cells.C, I, C_I)
+
+    for blk, (mod, bs, XV, S, sv, b_I) in zip(blocks, parts):
+        ep, feat, bf = eps[blk.name], mp.features[blk.modality], mp.blocks[blk.name]
+        others = [mp.blocks[o.name].S for o in mosaic.blocks if o.name != blk.name]
+        gS = obj.association_grad(mosaic, bs, XV, C_I, S, sv, b_I, others)
+        step("S_" + blk.name, S, gS, np.arange(S.shape[0], dtype=np.int64))
+        _check_finite(S, "S_" + blk.name, it)
+    for blk, (mod, bs, XV, S, sv, b_I) in zip(blocks, parts):
+        ep, feat, bf = eps[blk.name], mp.features[blk.modality], mp.blocks[blk.name]
+        # cells first: b, then c (objective.refit_biases); in a full batch, sv = side_stats(Cf, c) of the whole
+        # modality, which nothing above changed
+        U = obj.cell_factor(cells.C, bf.S)
+        bf.b[:] = obj.cell_bias(mod, U, sv if ep.batch.full else obj.side_stats(feat.Cf, feat.c))
+        last = obj.side_stats(U, bf.b)
+        feat.c[:] = obj.feature_bias([(mod, last)] + _other_sides(mosaic, mp, eps, blk), feat.Cf)
+        ep.cell_side = last if ep.batch.full else None
+
+
+def _feature_step(mosaic: Mosaic, mp: MosaicParams, m: str, eps: dict, step: "_Stepper", it: int):
+    """Gradient step on one modality's feature logits (shared by its blocks), then closed-form biases (c, then
+    each block's b).
+
+    Returns each block's weighted reconstruction term at the new point (full batches) or None.
     """
-    f, I, J = ep.f, ep.I, ep.J
-    C_I, b_I, c_J = ep.take(f.C, I), ep.take(f.b, I), ep.take(f.c, J)
-    U_I = obj.cell_factor(C_I, f.S)
-    XtU = spmm_t(ep.mod.X, ep.mod.Xt, I, ep.batch.row_mask, J, ep.batch.col_mask, U_I)
-    su = obj.side_stats(U_I, b_I) if ep.cell_side is None else ep.cell_side
-    V_J = ep.take(f.Cf, J)
-    V_J = step.logits("Zf_" + name, f.Zf, J, V_J, obj.feature_grad(problem, name, params, ep.bs, XtU, V_J, su, c_J))
-    _check_finite(V_J, "Zf_" + name, it)
-    ep.put(f.Cf, J, V_J)
+    blocks = mosaic.blocks_of_modality(m)
+    feat = mp.features[m]
+    J, ep0 = eps[blocks[0].name].J, eps[blocks[0].name]
+    parts, U = [], {}
+    for blk in blocks:
+        ep, cells, bf = eps[blk.name], mp.cells[blk.batch], mp.blocks[blk.name]
+        C_I, b_I = ep.take(cells.C, ep.I), ep.take(bf.b, ep.I)
+        U[blk.name] = obj.cell_factor(C_I, bf.S)
+        XtU = spmm_t(ep.mod.X, ep.mod.Xt, ep.I, ep.batch.row_mask, J, ep.batch.col_mask, U[blk.name])
+        su = obj.side_stats(U[blk.name], b_I) if ep.cell_side is None else ep.cell_side
+        parts.append((ep.bs, XtU, su))
+    c_J = ep0.take(feat.c, J)
+    V_J = ep0.take(feat.Cf, J)
+    V_J = step.logits("Zf_" + m, feat.Zf, J, V_J, obj.features_grad(mosaic, m, mp.features, parts, V_J, c_J))
+    _check_finite(V_J, "Zf_" + m, it)
+    ep0.put(feat.Cf, J, V_J)
 
-    if not ep.batch.full:
-        obj.refit_biases(ep.mod, f, cells_first=False)
+    full = all(eps[blk.name].batch.full for blk in blocks)
+    if not full:  # features first over every cell: c, then each block's b
+        sides = [(blk.data, obj.side_stats(obj.cell_factor(mp.cells[blk.batch].C, mp.blocks[blk.name].S),
+                                           mp.blocks[blk.name].b)) for blk in blocks]
+        feat.c[:] = obj.feature_bias(sides, feat.Cf)
+        sv = obj.side_stats(feat.Cf, feat.c)
+        for blk in blocks:
+            bf = mp.blocks[blk.name]
+            bf.b[:] = obj.cell_bias(blk.data, obj.cell_factor(mp.cells[blk.batch].C, bf.S), sv)
         return None
-    sv = obj.refit_biases(ep.mod, f, cells_first=False, U=U_I, known=su)  # side_stats(Cf, c) at the new point
-    return obj.recon_after_feature_step(ep.mod, ep.bs, XtU, U_I, V_J, sv, f.b, f.c)
+    feat.c[:] = obj.feature_bias([(blk.data, su) for blk, (_, _, su) in zip(blocks, parts)], feat.Cf)
+    sv = obj.side_stats(feat.Cf, feat.c)  # at the new point
+    recon = {}
+    for blk, (bs, XtU, su) in zip(blocks, parts):
+        bf = mp.blocks[blk.name]
+        bf.b[:] = obj.cell_bias(blk.data, U[blk.name], sv)
+        recon[blk.name] = obj.recon_after_feature_step(blk.data, bs, XtU, U[blk.name], V_J, sv, bf.b, feat.c)
+    return recon
 
 
-def _epoch(problem: Problem, params: dict, sched: Schedule, step: _Stepper, rng, it: int) -> dict:
-    eps = {}
-    for name in MODALITIES:
-        mod = problem.modality(name)
-        eps[name] = _Epoch(problem, name, params[name],
-                           _draw_batch(mod.n, mod.p, sched.batch_cells, sched.batch_features, rng))
-    for name, other in (("atac", "rna"), ("rna", "atac")):
-        _cell_and_S_step(problem, name, eps[name], params[other].S, step, it)
-    recon = {name: _feature_step(problem, name, eps[name], params, step, it) for name in MODALITIES}
-    if recon["atac"] is None or recon["rna"] is None:
-        terms, _ = obj.evaluate(problem, params, with_grad=False)
+def block_epoch(mosaic: Mosaic, mp: MosaicParams, sched: Schedule, step: "_Stepper", rng, it: int) -> dict:
+    """One epoch over a mosaic's blocks (the two-matrix fit's too: :meth:`Problem.as_mosaic`); returns the terms.
+
+    Each batch in order: its cell logits, each of its blocks' S, the blocks' biases; then each modality (ATAC,
+    RNA): its feature logits, the biases. Two passes over every block's nonzeros.
+    """
+    batches = draw_batches(mosaic, sched.batch_cells, sched.batch_features, rng)
+    eps = {blk.name: _Epoch(blk, batches[blk.name]) for blk in mosaic.blocks}
+    for batch in mosaic.batches:
+        _cell_and_S_step(mosaic, mp, batch, eps, step, it)
+    recon = {}
+    for m in mosaic.modalities():
+        r = _feature_step(mosaic, mp, m, eps, step, it)
+        if r is None:
+            recon = None
+        elif recon is not None:
+            recon.update(r)
+    if recon is None:
+        terms, _ = obj.evaluate_mosaic(mosaic, mp, with_grad=False)
         return terms
-    return obj.complete_terms(problem, params, recon)
+    return obj.mosaic_terms(mosaic, mp, recon)
+
+
+def _epoch(problem: Problem, params: dict, sched: Schedule, step: "_Stepper", rng, it: int) -> dict:
+    """One epoch of the two-matrix fit: :func:`block_epoch` on its view as a mosaic (the same arrays)."""
+    return block_epoch(problem.as_mosaic(), MosaicParams.of_factors(params), sched, step, rng, it)
 
 
 class Snapshot:
@@ -469,6 +547,46 @@ class InMemory:
         return now, change, cells
 
 
+class MosaicEngine(InMemory):
+    """The epochs of a mosaic fit (:func:`fastjmt.fit_mosaic`): :func:`block_epoch` on
+    :class:`~fastjmt.problem.MosaicParams`, started by ``start_params(rng)`` (the mosaic's start); the
+    engine interface of :class:`InMemory`. The answer it watches: each batch's cell argmax, each modality's
+    feature argmax, each block's S."""
+
+    def __init__(self, mosaic: Mosaic, sched: Schedule, start_params):
+        super().__init__(None, sched)
+        self.mosaic, self.start_params = mosaic, start_params
+
+    def start(self, seed: int) -> "RunState":
+        t0 = time.perf_counter()
+        rng = np.random.default_rng(seed)
+        mp = self.start_params(rng)
+        terms, _ = obj.evaluate_mosaic(self.mosaic, mp, with_grad=False)
+        state = RunState(seed, mp, _Stepper(self.sched, mp), rng, [[terms[t] for t in TERMS] + [terms["total"]]],
+                         prev=terms["total"])
+        if self.sched.stop == "answer":
+            state.snapshot = self.snapshot(state, terms["total"])
+        state.seconds = time.perf_counter() - t0
+        return state
+
+    def epoch(self, state: "RunState", it: int) -> dict:
+        return block_epoch(self.mosaic, state.params, self.sched, state.stepper, state.rng, it)
+
+    def snapshot(self, state: "RunState", loss: float) -> Snapshot:
+        mp = state.params
+        labels = [np.argmax(mp.cells[k].C, axis=1).astype(np.int32) for k in self.mosaic.batches]
+        labels += [np.argmax(mp.features[m].Cf, axis=1).astype(np.int32) for m in self.mosaic.modalities()]
+        return Snapshot(labels, [mp.blocks[b.name].S.astype(np.float64) for b in self.mosaic.blocks], loss)
+
+    def measure(self, state: "RunState", loss: float) -> tuple:
+        now = self.snapshot(state, loss)
+        change = now.change(state.snapshot, state.kept)
+        nb = len(self.mosaic.batches)
+        cells = max(float(np.mean(a != b)) if a.size else 0.0
+                    for a, b in zip(now.labels[:nb], state.snapshot.labels[:nb]))
+        return now, change, cells
+
+
 def _advance(engine, sched, state, should_stop, on_epoch, progress):
     while not state.finished and state.it < sched.max_iter:
         it = state.it + 1
@@ -541,14 +659,18 @@ class _SavePoint:
 
     def __init__(self, state: RunState):
         st = state.stepper
-        self.params = {m: f.copy() for m, f in state.params.items()}
+        mosaic = isinstance(state.params, MosaicParams)
+        self.params = state.params.copy() if mosaic else {m: f.copy() for m, f in state.params.items()}
         self.adam = {k: (M.copy(), V.copy()) for k, (M, V) in st.state.items()}
         self.steps = dict(st.steps)
         self.terms = dict(zip(TERMS + ("total",), state.history[-1]))
         self.chunks = None if state.chunks is None else dict(state.chunks)  # futures of immutable chunk states
 
     def restore(self, state: RunState):
-        state.params.update(self.params)
+        if isinstance(self.params, MosaicParams):
+            state.params = self.params
+        else:
+            state.params.update(self.params)
         state.stepper.state = self.adam
         state.stepper.steps = self.steps
         if self.chunks is not None:

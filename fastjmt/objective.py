@@ -46,7 +46,7 @@ import numpy as np
 
 from . import kernels as kn
 from .preprocess import row_sums as abs_row_sums
-from .problem import MODALITIES, Batch, Factors, Modality, Problem
+from .problem import MODALITIES, Batch, Factors, Modality, Mosaic, MosaicParams, Problem
 from .products import frob, gram, masked_row_sums, matmul, spmm, spmm_all, spmm_t, spmm_t_full
 
 TERMS = ("recon_atac", "recon_rna", "cos_S", "cos_features", "mask", "entropy")
@@ -311,20 +311,31 @@ def total_loss(terms: dict, problem: Problem) -> float:
 
 
 def complete_terms(problem: Problem, params: dict, recon: dict, cell_terms: dict = None) -> dict:
-    """Every term and the total, from the two weighted reconstruction terms ``recon`` (by modality).
+    """Every term and the total of a two-matrix fit, from the two weighted reconstruction terms ``recon``
+    (by modality): :func:`mosaic_terms` of the fit seen as a mosaic.
 
     ``cell_terms``: the per-cell terms ``{"mask": …, "entropy": …}`` (means over each modality's cells, summed
     over modalities) when the caller has them from the cells' row chunks; otherwise from ``params``.
     """
-    terms = {"recon_atac": recon["atac"], "recon_rna": recon["rna"]}
-    terms["cos_S"], _, _ = cosine_and_grads(params["atac"].S, params["rna"].S)
-    terms["cos_features"], _, _ = feature_coupling(problem, params["rna"].Cf, params["atac"].Cf)
+    return mosaic_terms(problem.as_mosaic(), MosaicParams.of_factors(params), recon, cell_terms)
+
+
+def mosaic_terms(mosaic: Mosaic, mp: MosaicParams, recon: dict, cell_terms: dict = None) -> dict:
+    """Every term and the total, from each block's weighted reconstruction term ``recon[block name]``.
+
+    ``recon_atac`` / ``recon_rna`` sum the blocks of each modality; ``cos_S`` is
+    :func:`association_coupling_value` over every block's S; ``mask`` and ``entropy``
+    sum each batch's means over its cells (``cell_terms`` when the caller has them).
+    """
+    terms = {"recon_" + m: sum(recon[b.name] for b in mosaic.blocks_of_modality(m)) for m in MODALITIES}
+    terms["cos_S"] = association_coupling_value([mp.blocks[b.name].S for b in mosaic.blocks])
+    terms["cos_features"], _, _ = feature_coupling(mosaic, mp.features["rna"].Cf, mp.features["atac"].Cf)
     if cell_terms is not None:
         terms["mask"], terms["entropy"] = cell_terms["mask"], cell_terms["entropy"]
     else:
-        terms["mask"] = sum(mask_value(params[m].C, problem.modality(m).masked_cols) for m in MODALITIES)
-        terms["entropy"] = sum(entropy_mean(params[m].C) for m in MODALITIES)
-    terms["total"] = total_loss(terms, problem)
+        terms["mask"] = sum(mask_value(mp.cells[k].C, masked) for k, (_, masked) in mosaic.batches.items())
+        terms["entropy"] = sum(entropy_mean(mp.cells[k].C) for k in mosaic.batches)
+    terms["total"] = total_loss(terms, mosaic)
     return terms
 
 
@@ -428,10 +439,29 @@ def association_recon_grad(bs: BatchStats, XV: np.ndarray, C_I: np.ndarray, S: n
     return gram(C_I, recon_grad(XV, matmul(C_I, S), sv, b_I, bs.coef))
 
 
-def association_coupling_grad(problem: Problem, S: np.ndarray, other_S: np.ndarray) -> np.ndarray:
-    """The coupling's part of ``dL/dS``, ``−a3 d cos(S, S_other)/dS`` (float64, K × K)."""
-    _, g_self, _ = cosine_and_grads(S, other_S)
-    return -problem.a3 * g_self
+def association_coupling_grad(problem: Problem, S: np.ndarray, other_S) -> np.ndarray:
+    """The coupling's part of ``dL/dS`` (float64, K × K): ``−a3 d cos(S, S_other)/dS``.
+
+    ``other_S``: one matrix, or a list of every other block's S in a mosaic, whose coupling
+    ``−a3 / (B − 1) Σ_{s<t} cos(S_s, S_t)`` (:func:`association_coupling_value`) gives
+    ``−a3 / (B − 1) Σ_t d cos(S, S_t)/dS``: the mean over the partners (B = 2 is the two-matrix term).
+    """
+    others = other_S if isinstance(other_S, list) else [other_S]
+    g = None
+    for o in others:
+        _, g_self, _ = cosine_and_grads(S, o)
+        g = g_self if g is None else g + g_self
+    return -(problem.a3 / len(others)) * g
+
+
+def association_coupling_value(S_list: list) -> float:
+    """``Σ_{s<t} cos(S_s, S_t) / (B − 1)`` over the B blocks' association matrices (0 for one block):
+    ``cos(S_atac, S_rna)`` for the two-matrix fit; weighted by ``−a3`` in the loss."""
+    total = 0.0
+    for s in range(len(S_list)):
+        for t in range(s + 1, len(S_list)):
+            total += cosine_and_grads(S_list[s], S_list[t])[0]
+    return total / (len(S_list) - 1) if len(S_list) > 1 else 0.0
 
 
 def feature_grad(problem: Problem, name: str, params: dict, bs: BatchStats, XtU: np.ndarray, V_J: np.ndarray,
@@ -447,6 +477,62 @@ def feature_grad(problem: Problem, name: str, params: dict, bs: BatchStats, XtU:
     g = g if g.shape[0] == bs.cols.shape[0] else np.ascontiguousarray(g[bs.cols])
     gV = recon_grad(XtU, V_J, su, c_J, bs.coef)
     return LogitGrad(gV, extra=g, extra_coef=-problem.a4 * bs.feature_scale)
+
+
+def cells_grad(problem, parts: list, C_I: np.ndarray) -> LogitGrad:
+    """The gradient on one batch's cell memberships ``C_I`` when several blocks share them (a paired batch).
+
+    ``parts``: per block of the batch ``(mod, bs, XV, S, sv, b_I)`` as for :func:`cell_grad`. The
+    reconstruction terms add, each through its own S: ``dL/dC = Σ_k (dL/dU_k) S_kᵀ``; the mask and
+    entropy terms are the batch's (once). One block: :func:`cell_grad` itself.
+    """
+    if len(parts) == 1:
+        mod, bs, XV, S, sv, b_I = parts[0]
+        return cell_grad(problem, mod, bs, XV, C_I, S, sv, b_I)
+    G = None
+    for mod, bs, XV, S, sv, b_I in parts:
+        gC = recon_grad(XV, matmul(C_I, S), sv, b_I, bs.coef) @ S.T.astype(C_I.dtype)
+        G = gC if G is None else G + gC
+    mod, bs = parts[0][0], parts[0][1]
+    n = bs.cells
+    return LogitGrad(G, mask_cols=mod.masked_cols if problem.a5 else None, mask_coef=2.0 * problem.a5 / n,
+                     ent_coef=problem.a6 / n)
+
+
+def features_grad(problem, name: str, features: dict, parts: list, V_J: np.ndarray, c_J: np.ndarray) -> LogitGrad:
+    """The gradient on modality ``name``'s feature memberships ``V_J`` when several blocks share them.
+
+    ``parts``: per block of the modality ``(bs, XtU, su)`` as for :func:`feature_grad`; the
+    reconstruction gradients add, the feature coupling enters once. One block: :func:`feature_grad`.
+    """
+    bs, XtU, su = parts[0]
+    g = feature_grad(problem, name, features, bs, XtU, V_J, su, c_J)
+    for bs, XtU, su in parts[1:]:
+        g.G = g.G + recon_grad(XtU, V_J, su, c_J, bs.coef)
+    return g
+
+
+def cell_bias(mod: Modality, U: np.ndarray, sv: SideStats) -> np.ndarray:
+    """The closed-form cell biases of one block, ``(X 1 − U (Vᵀ1) − (1ᵀc) 1) / p`` (:func:`closed_form_bias`)."""
+    return closed_form_bias(mod.row_sums, U, sv, mod.p)
+
+
+def feature_bias(parts: list, Cf: np.ndarray) -> np.ndarray:
+    """The closed-form feature biases of a modality shared by several blocks.
+
+    ``parts``: per block ``(mod, su)`` with ``su = side_stats(U_k, b_k)``. Minimising
+    ``Σ_k w_k / (n_k p) |X_k − U_k Vᵀ − b_k 1ᵀ − 1 cᵀ|²`` over ``c`` gives
+    ``c = Σ_k (w_k / n_k) (X_kᵀ1 − V (U_kᵀ1) − (1ᵀb_k) 1) / Σ_k w_k``; one block: :func:`closed_form_bias`.
+    """
+    if len(parts) == 1:
+        mod, su = parts[0]
+        return closed_form_bias(mod.col_sums, Cf, su, mod.n)
+    total_w = sum(mod.weight for mod, _ in parts)
+    acc = np.zeros(Cf.shape[0], dtype=np.float64)
+    for mod, su in parts:
+        w = mod.weight / total_w if total_w > 0 else 1.0 / len(parts)
+        acc += w * closed_form_bias(mod.col_sums, Cf, su, mod.n).astype(np.float64)
+    return acc.astype(Cf.dtype)
 
 
 #: placeholders for the optional arguments of ``logit_step_rows``
@@ -490,9 +576,7 @@ def logit_gradient(g: LogitGrad, C: np.ndarray, Z: np.ndarray) -> np.ndarray:
 def evaluate(problem: Problem, params: dict, with_grad: bool = True):
     """Every term of the objective on full batches and, if asked, the gradient of ``L`` for every block.
 
-    The gradients come from the per-block functions the fit's steps call
-    (:func:`cell_grad`, :func:`association_grad`, :func:`feature_grad`) and the
-    fit's fused kernel (:func:`logit_gradient`).
+    The two-matrix fit seen as a mosaic (:func:`evaluate_mosaic`).
 
     Returns
     -------
@@ -503,20 +587,53 @@ def evaluate(problem: Problem, params: dict, with_grad: bool = True):
         ``Z_atac, Z_rna, Z_regions, Z_genes`` (with respect to the logits),
         ``S_atac, S_rna``.
     """
-    recon, grads = {}, {}
-    for name, other in (("atac", "rna"), ("rna", "atac")):
-        mod, f = problem.modality(name), params[name]
+    terms, grads = evaluate_mosaic(problem.as_mosaic(), MosaicParams.of_factors(params), with_grad)
+    if grads is not None:
+        grads["Z_regions"], grads["Z_genes"] = grads.pop("Zf_atac"), grads.pop("Zf_rna")
+    return terms, grads
+
+
+def evaluate_mosaic(mosaic: Mosaic, mp: MosaicParams, with_grad: bool = True):
+    """Every term of a mosaic's objective on full batches and, if asked, the gradient of ``L`` for every block.
+
+    The gradients come from the per-block functions the fit's steps call
+    (:func:`cells_grad`, :func:`association_grad`, :func:`features_grad`) and the
+    fit's fused kernel (:func:`logit_gradient`).
+
+    Returns
+    -------
+    terms : dict
+        As :func:`mosaic_terms`.
+    grads : dict or None
+        ``Z_<batch>`` and ``Zf_<modality>`` (with respect to the logits), ``S_<block>``.
+    """
+    recon, parts = {}, {}
+    for blk in mosaic.blocks:
+        mod, cells, feat, bf = blk.data, mp.cells[blk.batch], mp.features[blk.modality], mp.blocks[blk.name]
         bs = batch_stats(mod, Batch.whole(mod.n, mod.p))
-        U = matmul(f.C, f.S)
-        su, sv = side_stats(U, f.b), side_stats(f.Cf, f.c)
-        XV = spmm(mod.X, bs.rows, np.ones(mod.p, np.uint8), f.Cf)
-        recon[name] = recon_term(mod, bs, frob(U, XV), U, su, f.Cf, sv, f.b, f.c)
-        if not with_grad:
-            continue
-        XtU = spmm_t(mod.X, mod.Xt, bs.rows, np.ones(mod.n, np.uint8), bs.cols, np.ones(mod.p, np.uint8), U)
-        grads["Z_" + name] = logit_gradient(cell_grad(problem, mod, bs, XV, f.C, f.S, sv, f.b), f.C, f.Z)
-        grads["S_" + name] = association_grad(problem, bs, XV, f.C, f.S, sv, f.b, params[other].S)
-        feat = "regions" if name == "atac" else "genes"
-        grads["Z_" + feat] = logit_gradient(feature_grad(problem, name, params, bs, XtU, f.Cf, su, f.c), f.Cf, f.Zf)
-    terms = complete_terms(problem, params, recon)
-    return terms, (grads if with_grad else None)
+        U = matmul(cells.C, bf.S)
+        su, sv = side_stats(U, bf.b), side_stats(feat.Cf, feat.c)
+        XV = spmm(mod.X, bs.rows, np.ones(mod.p, np.uint8), feat.Cf)
+        recon[blk.name] = recon_term(mod, bs, frob(U, XV), U, su, feat.Cf, sv, bf.b, feat.c)
+        if with_grad:
+            XtU = spmm_t(mod.X, mod.Xt, bs.rows, np.ones(mod.n, np.uint8), bs.cols, np.ones(mod.p, np.uint8), U)
+            parts[blk.name] = (mod, bs, XV, XtU, su, sv)
+    terms = mosaic_terms(mosaic, mp, recon)
+    if not with_grad:
+        return terms, None
+    grads = {}
+    for batch in mosaic.batches:
+        cells = mp.cells[batch]
+        cell_parts = [parts[b.name][:3] + (mp.blocks[b.name].S, parts[b.name][5], mp.blocks[b.name].b)
+                      for b in mosaic.blocks_of_batch(batch)]
+        grads["Z_" + batch] = logit_gradient(cells_grad(mosaic, cell_parts, cells.C), cells.C, cells.Z)
+    for blk in mosaic.blocks:
+        mod, bs, XV, _, _, sv = parts[blk.name]
+        bf, others = mp.blocks[blk.name], [mp.blocks[o.name].S for o in mosaic.blocks if o.name != blk.name]
+        grads["S_" + blk.name] = association_grad(mosaic, bs, XV, mp.cells[blk.batch].C, bf.S, sv, bf.b, others)
+    for m in mosaic.modalities():
+        feat = mp.features[m]
+        feat_parts = [(parts[b.name][1], parts[b.name][3], parts[b.name][4]) for b in mosaic.blocks_of_modality(m)]
+        grads["Zf_" + m] = logit_gradient(features_grad(mosaic, m, mp.features, feat_parts, feat.Cf, feat.c),
+                                          feat.Cf, feat.Zf)
+    return terms, grads

@@ -68,6 +68,61 @@ class Problem:
     def modality(self, name: str) -> Modality:
         return self.atac if name == "atac" else self.rna
 
+    def as_mosaic(self) -> "Mosaic":
+        """This problem as the mosaic of one ATAC batch ``"atac"`` and one RNA batch ``"rna"``."""
+        return Mosaic([Block(m, m, m, self.modality(m)) for m in MODALITIES],
+                      {m: (self.modality(m).n, self.modality(m).masked_cols) for m in MODALITIES},
+                      self.A, self.At, self.n_genes, self.n_regions, self.K, self.a3, self.a4, self.a5, self.a6,
+                      self.dtype)
+
+
+@dataclass
+class Block:
+    """One matrix of a mosaic: the cells of batch ``batch`` measured in modality ``modality`` (``"rna"`` or
+    ``"atac"``). ``name`` keys its association ``S`` and cell biases ``b``."""
+
+    name: str
+    batch: str
+    modality: str
+    data: Modality
+
+
+@dataclass
+class Mosaic:
+    """A fit's matrices as blocks (docs/mosaic.md): batches of cells, each measured in one or both modalities.
+
+    Every batch has one membership matrix C shared by its blocks; every block
+    its own association S and cell biases; each modality one feature membership
+    matrix and feature biases shared by its blocks. The blocks are in the order
+    an epoch visits them (:func:`fastjmt.driver.block_epoch`): batches with ATAC
+    only, then paired batches, then batches with RNA only; within a batch ATAC
+    first. The unpaired two-matrix fit is the mosaic of one ATAC batch
+    ``"atac"`` and one RNA batch ``"rna"`` (:meth:`Problem.as_mosaic`).
+    """
+
+    blocks: list  # of Block, in epoch order
+    batches: dict  # batch name -> (number of cells, int64 columns its cells must stay out of), in epoch order
+    A: tuple
+    At: tuple
+    n_genes: int
+    n_regions: int
+    K: int
+    a3: float
+    a4: float
+    a5: float
+    a6: float
+    dtype: np.dtype
+
+    def blocks_of_batch(self, batch: str) -> list:
+        return [b for b in self.blocks if b.batch == batch]
+
+    def blocks_of_modality(self, modality: str) -> list:
+        return [b for b in self.blocks if b.modality == modality]
+
+    def modalities(self) -> list:
+        """The modalities present, ATAC first (the order of the feature steps)."""
+        return [m for m in MODALITIES if any(b.modality == m for b in self.blocks)]
+
 
 @dataclass
 class Factors:
@@ -85,6 +140,65 @@ class Factors:
 
     def copy(self) -> "Factors":
         return Factors(*(np.array(getattr(self, a), copy=True) for a in self.FIELDS))
+
+
+@dataclass
+class Cells:
+    """One batch's cell logits and memberships (cells × K), shared by the batch's blocks."""
+
+    Z: np.ndarray
+    C: np.ndarray
+
+
+@dataclass
+class Features:
+    """One modality's feature logits, memberships (features × K) and feature biases, shared by its blocks."""
+
+    Zf: np.ndarray
+    Cf: np.ndarray
+    c: np.ndarray
+
+
+@dataclass
+class BlockFactors:
+    """One block's association ``S`` (K × K) and cell biases ``b``."""
+
+    S: np.ndarray
+    b: np.ndarray
+
+
+@dataclass
+class MosaicParams:
+    """Every parameter of a mosaic fit: ``cells[batch]``, ``features[modality]``, ``blocks[block name]``.
+
+    :meth:`of_factors` views a two-matrix fit's ``{"atac": Factors, "rna": Factors}``
+    as one (the same arrays, no copy), so the two-matrix epoch is the mosaic epoch.
+    """
+
+    cells: dict
+    features: dict
+    blocks: dict
+
+    @classmethod
+    def of_factors(cls, params: dict) -> "MosaicParams":
+        return cls({m: Cells(f.Z, f.C) for m, f in params.items()},
+                   {m: Features(f.Zf, f.Cf, f.c) for m, f in params.items()},
+                   {m: BlockFactors(f.S, f.b) for m, f in params.items()})
+
+    def copy(self) -> "MosaicParams":
+        def dup(obj):
+            return type(obj)(*(np.array(v, copy=True) for v in vars(obj).values()))
+
+        return MosaicParams({k: dup(v) for k, v in self.cells.items()},
+                            {k: dup(v) for k, v in self.features.items()},
+                            {k: dup(v) for k, v in self.blocks.items()})
+
+    def arrays(self) -> dict:
+        """The stepped blocks by optimiser key: ``Z_<batch>``, ``S_<block>``, ``Zf_<modality>``."""
+        out = {"Z_" + k: v.Z for k, v in self.cells.items()}
+        out.update({"S_" + k: v.S for k, v in self.blocks.items()})
+        out.update({"Zf_" + k: v.Zf for k, v in self.features.items()})
+        return out
 
 
 @dataclass

@@ -15,7 +15,7 @@ from conftest import random_case
 import reference as ref
 from fastjmt import driver
 from fastjmt import objective as obj
-from fastjmt.problem import MODALITIES, Batch
+from fastjmt.problem import MODALITIES, Batch, MosaicParams
 
 #: the weights of every term well away from zero, so that no term hides behind another
 WEIGHTS = dict(a1=3.0, a2=2.0, a3=1.5, a4=2.5, a5=4.0, a6=0.3)
@@ -95,19 +95,21 @@ def test_the_fit_s_own_stepper_applies_that_gradient():
     c, params = _case(22)
     lr = 1e-3
     sched = driver.Schedule(optimizer="gd", learning_rate=lr)
-    step = driver._Stepper(sched, params)
     prob = c["problem"]
-    ep = {m: driver._Epoch(prob, m, params[m], Batch.whole(prob.modality(m).n, prob.modality(m).p))
-          for m in MODALITIES}
+    mosaic = prob.as_mosaic()
+
+    def epochs():
+        return {b.name: driver._Epoch(b, Batch.whole(b.data.n, b.data.p)) for b in mosaic.blocks}
+
     for name in MODALITIES:  # the feature steps: the logits before, the gradient the objective gives, the logits after
-        saved = params[name].copy()
+        saved = {m: f.copy() for m, f in params.items()}
         rec = Recorder()
-        driver._feature_step(prob, name, ep[name], params, rec, 1)  # the step's gradient (its bias refit follows)
+        driver._feature_step(mosaic, MosaicParams.of_factors(params), name, epochs(), rec, 1)  # then its bias refit
         (_, _, g), = rec.seen
-        params[name] = saved.copy()
-        ep[name].f = params[name]
-        driver._feature_step(prob, name, ep[name], params, step, 1)
-        np.testing.assert_allclose(saved.Zf - params[name].Zf, lr * g, rtol=1e-8, atol=1e-15)
+        params = {m: f.copy() for m, f in saved.items()}
+        step = driver._Stepper(sched, params)
+        driver._feature_step(mosaic, MosaicParams.of_factors(params), name, epochs(), step, 1)
+        np.testing.assert_allclose(saved[name].Zf - params[name].Zf, lr * g, rtol=1e-8, atol=1e-15)
 
 
 def _loss(prob, params):
@@ -146,15 +148,15 @@ def _expected_minibatch_gradients(prob, params, frac_cells, frac_features, draws
     shapes = {"Z_atac": params["atac"].Z.shape, "Z_rna": params["rna"].Z.shape, "Zf_atac": params["atac"].Zf.shape,
               "Zf_rna": params["rna"].Zf.shape, "S_atac": params["atac"].S.shape, "S_rna": params["rna"].S.shape}
     total = {k: np.zeros(s) for k, s in shapes.items()}
+    mosaic, mp = prob.as_mosaic(), MosaicParams.of_factors(params)
     for _ in range(draws):
         rec = Recorder()
-        eps = {m: driver._Epoch(prob, m, params[m], driver._draw_batch(prob.modality(m).n, prob.modality(m).p,
-                                                                         frac_cells, frac_features, rng))
-               for m in MODALITIES}
-        for name, other in (("atac", "rna"), ("rna", "atac")):
-            driver._cell_and_S_step(prob, name, eps[name], params[other].S, rec, 1)
+        batches = driver.draw_batches(mosaic, frac_cells, frac_features, rng)
+        eps = {b.name: driver._Epoch(b, batches[b.name]) for b in mosaic.blocks}
+        for batch in mosaic.batches:
+            driver._cell_and_S_step(mosaic, mp, batch, eps, rec, 1)
         for name in MODALITIES:
-            driver._feature_step(prob, name, eps[name], params, rec, 1)
+            driver._feature_step(mosaic, mp, name, eps, rec, 1)
         for key, rows, g in rec.seen:
             total[key][rows] += g
     return {k: v / draws for k, v in total.items()}

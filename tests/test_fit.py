@@ -12,7 +12,7 @@ from conftest import params_from_theta, random_case
 import fastjmt
 from fastjmt import driver
 from fastjmt.objective import evaluate
-from fastjmt.problem import MODALITIES, Batch
+from fastjmt.problem import MODALITIES, Batch, MosaicParams
 
 
 @pytest.fixture(scope="module")
@@ -142,16 +142,16 @@ def test_every_block_step_lowers_the_loss():
     def loss():
         return evaluate(prob, params, with_grad=False)[0]["total"]
 
-    eps = {m: driver._Epoch(prob, m, params[m], Batch.whole(prob.modality(m).n, prob.modality(m).p))
-           for m in MODALITIES}
+    mosaic, mp = prob.as_mosaic(), MosaicParams.of_factors(params)
+    eps = {b.name: driver._Epoch(b, Batch.whole(b.data.n, b.data.p)) for b in mosaic.blocks}
     last = loss()
-    for name, other in (("atac", "rna"), ("rna", "atac")):
-        driver._cell_and_S_step(prob, name, eps[name], params[other].S, step, 1)
+    for name in mosaic.batches:  # ATAC, then RNA
+        driver._cell_and_S_step(mosaic, mp, name, eps, step, 1)
         now = loss()
         assert now < last, name
         last = now
     for name in MODALITIES:
-        driver._feature_step(prob, name, eps[name], params, step, 1)
+        driver._feature_step(mosaic, mp, name, eps, step, 1)
         now = loss()
         assert now < last, name
         last = now
