@@ -33,6 +33,8 @@ _LAZY = {
     "adjusted_rand_index": "metrics",
     "cluster_cells": "clustering",
     "merge_columns": "clustering",
+    "fit_mosaic": "mosaic",
+    "MosaicResult": "mosaic",
     "mnn_correct": "postprocess",
     "quantile_normalize": "postprocess",
     "select_k": "model_selection",
@@ -43,6 +45,8 @@ _LAZY = {
     "pooled_scores": "metrics",
     "SimulatedData": "simulation",
     "simulate": "simulation",
+    "simulate_mosaic": "simulation",
+    "SimulatedMosaic": "simulation",
 }
 
 __all__ = sorted(_LAZY)

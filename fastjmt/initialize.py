@@ -667,3 +667,159 @@ def prior_kmeans(X, log_prior, init_labels, lam, max_iter=100):
             break
         labels = new
     return labels
+
+
+# --------------------------------------------------------------------------- the start of a mosaic
+
+
+#: pseudo-count of the paired cells' per-column ATAC profiles (:func:`paired_profile_labels`)
+PAIRED_PSEUDOCOUNT = 1.0
+
+
+def paired_profile_labels(R_paired, columns_paired, R_cells, allowed, K):
+    """Columns for ATAC cells from the paired cells' ATAC profiles per column (a multinomial naive Bayes).
+
+    ``θ_k = (Σ_{paired i in k} r_i + α) / (Σ + α p)`` over the regions (α = ``PAIRED_PSEUDOCOUNT``), the
+    prior ``log(n_k + 1)``, and each cell goes to ``argmax_k r · log θ_k + prior_k`` over its ``allowed``
+    columns (a bool mask of K): one sparse × thin product. Returns int64 columns.
+    """
+    Y = _onehot(columns_paired, K)  # K × n_paired
+    counts = np.asarray((Y @ R_paired).todense(), dtype=np.float64) + PAIRED_PSEUDOCOUNT
+    log_theta = np.log(counts / counts.sum(axis=1, keepdims=True))
+    prior = np.log(np.bincount(columns_paired, minlength=K)[:K] + 1.0)
+    ll = _product((R_cells.indptr, R_cells.indices, R_cells.data), log_theta.T) + prior[None, :]
+    ll[:, ~allowed] = -np.inf
+    return ll.argmax(axis=1).astype(np.int64)
+
+
+def _onehot(labels, K):
+    import scipy.sparse as sp
+
+    n = labels.size
+    return sp.csr_matrix((np.ones(n), (labels, np.arange(n))), shape=(K, n))
+
+
+def initialize_mosaic(mosaic, matrices: dict, A, n_shared: int, private: dict, method: str,
+                      rng: np.random.Generator, init_scale: float, weights: dict, low_memory: bool = False):
+    """Starting factors of a mosaic (:class:`fastjmt.problem.MosaicParams`), from the two-matrix start.
+
+    1. The two-matrix start (:func:`initialize`) on every cell with RNA (all batches with an RNA block,
+       stacked) against the cells of the ATAC-only batches (or, without any, the paired batches' ATAC),
+       with the RNA batches' private columns as its RNA-only columns and the ATAC-only batches' as its
+       ATAC-only ones.
+    2. Start columns go to the mosaic's layout (shared first, then each batch's private columns in the
+       order of ``private``): a private start column goes to the batch holding most of its cells
+       (an optimal assignment); a cell whose column its batch may not use moves to its highest program
+       activity among the allowed columns.
+    3. With paired batches, ATAC-only cells outside their own private columns take the column their ATAC
+       profile is most likely under the paired cells' per-column ATAC profiles
+       (:func:`paired_profile_labels`): what the pairing tells about ATAC, measured in docs/mosaic.md.
+    4. Each batch's memberships are its rows; each block's S and biases the least squares given them
+       (:func:`fastjmt.objective.fit_association`), the feature biases then shared
+       (:func:`fastjmt.objective.feature_bias`).
+
+    The mosaic of one RNA and one ATAC batch starts exactly as the two-matrix fit.
+    """
+    import scipy.sparse as sp
+    from scipy.optimize import linear_sum_assignment
+
+    from . import objective as obj
+    from .problem import BlockFactors, Cells, Features, MosaicParams, build_problem
+
+    K, dt = mosaic.K, mosaic.dtype
+    rna_blocks = mosaic.blocks_of_modality("rna")
+    atac_blocks = mosaic.blocks_of_modality("atac")
+    paired = [b for b in atac_blocks if len(mosaic.blocks_of_batch(b.batch)) > 1]
+    atac_side = [b for b in atac_blocks if len(mosaic.blocks_of_batch(b.batch)) == 1] or paired
+    rna_priv = [k for k in private if any(b.batch == k for b in rna_blocks)]
+    atac_priv = [k for k in private if k in {b.batch for b in atac_side} and k not in rna_priv]
+    n_r, n_a = sum(private[k] for k in rna_priv), sum(private[k] for k in atac_priv)
+
+    def stacked(blocks):
+        return sp.vstack([matrices[b.name] for b in blocks], format="csr") if len(blocks) > 1 \
+            else matrices[blocks[0].name]
+
+    problem = build_problem(stacked(rna_blocks), stacked(atac_side), A, n_shared, n_r, n_a, weights, dt, low_memory)
+    start = initialize(problem, n_shared, n_r, n_a, method, rng, init_scale)
+
+    # start columns -> the mosaic's columns
+    offset, col = {}, n_shared
+    for k in private:
+        offset[k] = col
+        col += private[k]
+    rows_of = {}  # batch -> (start side, first row)
+    for side, blocks in (("rna", rna_blocks), ("atac", atac_side)):
+        at = 0
+        for b in blocks:
+            rows_of.setdefault(b.batch, (side, at))
+            at += b.data.n
+    perm = np.arange(K)
+    for side, owners, first in (("rna", rna_priv, n_shared), ("atac", atac_priv, n_shared + n_r)):
+        slots = [(k, offset[k] + j) for k in owners for j in range(private[k])]
+        if len(owners) == 1:
+            perm[first:first + len(slots)] = [c for _, c in slots]
+        elif owners:  # each private start column to the batch holding most of its cells
+            labels = start[side].Z.argmax(axis=1)
+            counts = np.zeros((len(slots), len(slots)))
+            for s_idx, (k, _) in enumerate(slots):
+                r0 = rows_of[k][1]
+                counts[:, s_idx] = np.bincount(labels[r0:r0 + mosaic.batches[k][0]], minlength=K)[
+                    first:first + len(slots)]
+            row_ind, col_ind = linear_sum_assignment(-counts)
+            perm[first + row_ind] = [slots[c][1] for c in col_ind]
+
+    def permuted(M):
+        out = np.empty_like(M)
+        out[:, perm] = M
+        return out
+
+    features = {m: Features(permuted(start[m].Zf), softmax(permuted(start[m].Zf)), start[m].c.copy())
+                for m in MODALITIES}
+    cells = {}
+    for k, (n_k, masked) in mosaic.batches.items():
+        side, r0 = rows_of[k]
+        Z = permuted(start[side].Z[r0:r0 + n_k])
+        bad = np.isin(Z.argmax(axis=1), masked)
+        if bad.any():  # moved to the allowed column of highest program activity
+            blk = next(b for b in mosaic.blocks_of_batch(k) if b.modality == side)
+            P = obj.program_activity(blk.data, features[side].Cf).astype(np.float64)
+            P[:, masked] = -np.inf
+            Z[bad] = 0
+            Z[np.flatnonzero(bad), P[bad].argmax(axis=1)] = init_scale
+        cells[k] = Z
+    if paired and atac_side is not paired and method != "random":
+        R_paired = stacked(paired)
+        cols_paired = np.concatenate([cells[b.batch].argmax(axis=1) for b in paired])
+        for b in atac_side:
+            masked = mosaic.batches[b.batch][1]
+            own = np.arange(K) >= n_shared
+            own[masked] = False  # the batch's own private columns
+            Z = cells[b.batch]
+            move = ~own[Z.argmax(axis=1)]
+            allowed = ~own
+            allowed[masked] = False
+            new = paired_profile_labels(R_paired, cols_paired, matrices[b.name], allowed, K)
+            Z[move] = 0
+            Z[np.flatnonzero(move), new[move]] = init_scale
+    cells = {k: Cells(Z, softmax(Z)) for k, Z in cells.items()}
+
+    simple = len(rna_blocks) == 1 and len(atac_blocks) == 1 and not paired and np.array_equal(perm, np.arange(K))
+    if simple:  # the two-matrix start itself
+        return MosaicParams({b.batch: Cells(start[b.modality].Z, start[b.modality].C) for b in mosaic.blocks},
+                            {m: Features(start[m].Zf, start[m].Cf, start[m].c) for m in MODALITIES},
+                            {b.name: BlockFactors(start[b.modality].S, start[b.modality].b) for b in mosaic.blocks})
+    blocks = {}
+    for b in mosaic.blocks:
+        feat, c = features[b.modality], cells[b.batch]
+        f = Factors(c.Z, c.C, feat.Zf, feat.Cf, np.zeros((K, K), dt), np.zeros(b.data.n, dt), feat.c.copy())
+        fit_association(b.data, f)
+        blocks[b.name] = BlockFactors(f.S, f.b)
+    for m in MODALITIES:
+        feat = features[m]
+        sides = [(b.data, obj.side_stats(obj.cell_factor(cells[b.batch].C, blocks[b.name].S), blocks[b.name].b))
+                 for b in mosaic.blocks_of_modality(m)]
+        feat.c[:] = obj.feature_bias(sides, feat.Cf)
+        sv = obj.side_stats(feat.Cf, feat.c)
+        for b in mosaic.blocks_of_modality(m):
+            blocks[b.name].b[:] = obj.cell_bias(b.data, obj.cell_factor(cells[b.batch].C, blocks[b.name].S), sv)
+    return MosaicParams(cells, features, blocks)

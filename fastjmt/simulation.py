@@ -333,3 +333,130 @@ def simulate(
     names = np.array([f"type_{t}" for t in range(T)])
     return SimulatedData(G, R, A, names[rna_lab], names[atac_lab], n_shared, n_rna_only, n_atac_only,
                          _single_owner(up), _single_owner(opened))
+
+
+@dataclass
+class SimulatedMosaic:
+    """A simulated mosaic (:func:`simulate_mosaic`) with ground truth, in :func:`fastjmt.fit_mosaic`'s layout.
+
+    Attributes
+    ----------
+    batches : dict of str to dict of str to scipy.sparse.csr_matrix
+        ``{batch: {"rna": counts, "atac": 0/1}}``; in a paired batch row ``i`` of both is one cell.
+    gene_activity : scipy.sparse.csr_matrix, shape (n_genes, n_regions)
+    labels : dict of str to ndarray of str
+        True type of every cell of each batch (``"type_<i>"``, the same names across batches).
+    n_shared : int
+    private : dict of str to int
+        Types present in one batch only (pass both to :func:`fastjmt.fit_mosaic`).
+    gene_programs, region_programs : ndarray of int64
+        As in :class:`SimulatedData`.
+    """
+
+    batches: dict
+    gene_activity: sp.csr_matrix
+    labels: dict
+    n_shared: int
+    private: dict
+    gene_programs: np.ndarray = None
+    region_programs: np.ndarray = None
+
+
+def simulate_mosaic(
+    design: dict = None,
+    n_cells: int = 600,
+    n_genes: int = 400,
+    n_regions: int = 1200,
+    n_shared: int = 5,
+    private: dict = None,
+    batch_effect: float = 0.0,
+    random_state: int = 0,
+    dtype=np.float32,
+    **kwargs,
+) -> SimulatedMosaic:
+    """Simulate a mosaic: batches of paired (multiome), RNA-only and ATAC-only cells of the same types.
+
+    The types, their expression and accessibility and the gene activity come
+    from :func:`simulate` (one call, every type "shared" there); each batch then
+    takes ``n_cells`` cells spread evenly over the shared types and its own
+    private ones. A paired batch's cell ``i`` is an RNA cell and an ATAC cell of
+    the same type (in this simulator a cell's RNA and ATAC are independent
+    given its type, so pairing cells of one type is exact).
+
+    Parameters
+    ----------
+    design : dict of str to {"paired", "rna", "atac"}, optional
+        The batches and what each measures; default
+        ``{"multiome": "paired", "rna": "rna", "atac": "atac"}``.
+    n_cells : int or dict of str to int
+        Cells per batch.
+    n_genes, n_regions, n_shared : int
+        As in :func:`simulate`.
+    private : dict of str to int, optional
+        Types present in one batch only: ``{batch: n}``.
+    batch_effect : float, default 0
+        Batch effects between batches: each batch gets its own capture efficiency per gene and per region,
+        ``exp(N(0, batch_effect²))`` scaled to a maximum of 1, applied by binomial thinning of its counts
+        (RNA) and by dropping open regions (ATAC). 0: none.
+    random_state : int
+        Seed.
+    dtype : numpy dtype
+    **kwargs
+        Passed to :func:`simulate` (``separation``, ``rna_depth``, ``atac_noise``, …).
+
+    Returns
+    -------
+    SimulatedMosaic
+
+    Raises
+    ------
+    ValueError
+        On an unknown batch kind, ``private`` naming unknown batches, or a mosaic without RNA or ATAC.
+    """
+    design = {"multiome": "paired", "rna": "rna", "atac": "atac"} if design is None else dict(design)
+    private = {} if private is None else dict(private)
+    kinds = {"paired": ("rna", "atac"), "rna": ("rna",), "atac": ("atac",)}
+    for k, kind in design.items():
+        if kind not in kinds:
+            raise ValueError(f"design[{k!r}] must be 'paired', 'rna' or 'atac', got {kind!r}")
+    if set(private) - set(design):
+        raise ValueError(f"private names batches not in design: {sorted(set(private) - set(design))}")
+    if not any("rna" in kinds[v] for v in design.values()) or not any("atac" in kinds[v] for v in design.values()):
+        raise ValueError("a mosaic needs at least one batch with RNA and one with ATAC")
+    sizes = {k: int(n_cells[k] if isinstance(n_cells, dict) else n_cells) for k in design}
+    T = n_shared + sum(private.values())
+    types, first = {}, n_shared
+    for k in design:
+        types[k] = np.r_[np.arange(n_shared), first + np.arange(private.get(k, 0))].astype(np.int64)
+        first += private.get(k, 0)
+    labels = {k: types[k][np.arange(sizes[k]) % types[k].size] for k in design}
+    need = {m: np.zeros(T, np.int64) for m in ("rna", "atac")}
+    for k, kind in design.items():
+        for m in kinds[kind]:
+            need[m] += np.bincount(labels[k], minlength=T)
+    base = simulate(n_rna=T * int(need["rna"].max()), n_atac=T * int(need["atac"].max()), n_genes=n_genes,
+                    n_regions=n_regions, n_shared=T, random_state=random_state, dtype=dtype, **kwargs)
+    rng = np.random.default_rng([int(random_state), 7])
+    pools = {}
+    for m, lab in (("rna", base.rna_labels), ("atac", base.atac_labels)):
+        idx = np.array([int(x.split("_")[1]) for x in lab])
+        pools[m] = [list(np.flatnonzero(idx == t)) for t in range(T)]
+    out = {}
+    for k, kind in design.items():
+        out[k] = {}
+        for m in kinds[kind]:
+            rows = np.array([pools[m][t].pop() for t in labels[k]], dtype=np.int64)
+            X = (base.rna if m == "rna" else base.atac)[rows].tocsr()
+            if batch_effect > 0:
+                eff = np.exp(rng.normal(0.0, batch_effect, size=X.shape[1]))
+                eff /= eff.max()
+                keep = eff[X.indices]
+                if m == "rna":
+                    X.data = rng.binomial(X.data.astype(np.int64), keep).astype(dtype)
+                else:
+                    X.data = (rng.random(X.data.size) < keep).astype(dtype)
+                X.eliminate_zeros()
+            out[k][m] = X
+    names = np.array([f"type_{t}" for t in range(T)])
+    return SimulatedMosaic(out, base.gene_activity, {k: names[labels[k]] for k in design}, n_shared,
+                           {k: v for k, v in private.items() if v}, base.gene_programs, base.region_programs)

@@ -89,3 +89,58 @@ def gradients(R, G, A, theta, w, rna_only, atac_only):
     for feat in ("genes", "regions"):
         out["Z_" + feat] = softmax_backward(C["C_" + feat], gCf[feat])
     return out
+
+
+# --------------------------------------------------------------------------- mosaics (docs/mosaic.md)
+
+
+def mosaic_loss_terms(blocks, batches, A, theta, w):
+    """Every term of a mosaic's objective, densely. ``blocks``: list of (name, batch, modality, dense X);
+    ``batches``: {batch: masked columns}; ``theta``: ``Z_<batch>``, ``Zf_rna``/``Zf_atac``, ``S_<block>``,
+    ``b_<block>``, ``c_rna``/``c_atac``."""
+    C = {k: softmax(theta["Z_" + k]) for k in batches}
+    V = {m: softmax(theta["Zf_" + m]) for m in ("rna", "atac")}
+    t = {"recon_atac": 0.0, "recon_rna": 0.0}
+    for name, batch, m, X in blocks:
+        n, p = X.shape
+        M = X - C[batch] @ theta["S_" + name] @ V[m].T - theta["b_" + name][:, None] - theta["c_" + m][None, :]
+        t["recon_" + m] += w["a1" if m == "atac" else "a2"] * np.sum(M**2) / (n * p)
+    S = [theta["S_" + b[0]] for b in blocks]
+    t["cos_S"] = sum(cosine(S[s], S[u]) for s in range(len(S)) for u in range(s + 1, len(S))) / (len(S) - 1)
+    t["cos_features"] = cosine(V["rna"], A @ V["atac"])
+    t["mask"] = sum(np.sum(C[k][:, cols] ** 2) / C[k].shape[0] for k, cols in batches.items())
+    t["entropy"] = sum(entropy(C[k]) / C[k].shape[0] for k in batches)
+    t["total"] = (t["recon_atac"] + t["recon_rna"] - w["a3"] * t["cos_S"] - w["a4"] * t["cos_features"]
+                  + w["a5"] * t["mask"] + w["a6"] * t["entropy"])
+    return t
+
+
+def mosaic_gradients(blocks, batches, A, theta, w):
+    """Gradient of a mosaic's total loss: ``Z_<batch>``, ``Zf_<modality>`` (logits) and ``S_<block>``."""
+    C = {k: softmax(theta["Z_" + k]) for k in batches}
+    V = {m: softmax(theta["Zf_" + m]) for m in ("rna", "atac")}
+    gC = {k: np.zeros_like(C[k]) for k in batches}
+    gV = {m: np.zeros_like(V[m]) for m in V}
+    out = {}
+    B = len(blocks)
+    for name, batch, m, X in blocks:
+        n, p = X.shape
+        a = w["a1" if m == "atac" else "a2"]
+        S = theta["S_" + name]
+        M = X - C[batch] @ S @ V[m].T - theta["b_" + name][:, None] - theta["c_" + m][None, :]
+        dU = -2 * a * M @ V[m] / (n * p)
+        gC[batch] += dU @ S.T
+        g_cos = sum(cosine_grads(S, theta["S_" + o[0]])[0] for o in blocks if o[0] != name)
+        out["S_" + name] = C[batch].T @ dU - w["a3"] / (B - 1) * g_cos
+        gV[m] += -2 * a * M.T @ (C[batch] @ S) / (n * p)
+    for k, cols in batches.items():
+        n = C[k].shape[0]
+        gC[k][:, cols] += 2 * w["a5"] * C[k][:, cols] / n
+        gC[k] += -w["a6"] * (np.log(C[k]) + 1) / n
+        out["Z_" + k] = softmax_backward(C[k], gC[k])
+    g_genes, g_P = cosine_grads(V["rna"], A @ V["atac"])
+    gV["rna"] = gV["rna"] - w["a4"] * g_genes
+    gV["atac"] = gV["atac"] - w["a4"] * A.T @ g_P
+    for m in V:
+        out["Zf_" + m] = softmax_backward(V[m], gV[m])
+    return out
