@@ -335,3 +335,127 @@ def result_from_anndata(rna_ad, atac_ad, key: str, obsm_key: Optional[str] = Non
         empty_atac=np.asarray(atac_ad.obs[f"{key}_empty"], dtype=bool),
         model=dict(u["model"]),
     )
+
+
+def fit_mosaic_anndata(
+    rna=None,
+    atac=None,
+    *,
+    batch_key: str,
+    n_shared: int,
+    private: Optional[dict] = None,
+    gene_activity=None,
+    genes=None,
+    promoter: int = 2000,
+    max_distance: int = 0,
+    decay: float = 5000.0,
+    rna_layer: Optional[str] = None,
+    atac_layer: Optional[str] = None,
+    gene_key: str = "auto",
+    key: str = "jmt",
+    mod_rna: str = "rna",
+    mod_atac: str = "atac",
+    **fit_kwargs,
+):
+    """:func:`fastjmt.fit_mosaic` on AnnData objects with a batch column, results written into them.
+
+    Parameters
+    ----------
+    rna : AnnData or MuData
+        Every cell with RNA (counts in ``.X`` or ``rna_layer``), ``.obs[batch_key]`` naming its batch; or a
+        MuData with modalities ``mod_rna`` and ``mod_atac`` (then ``atac`` is None).
+    atac : AnnData, optional
+        Every cell with ATAC, ``.obs[batch_key]`` naming its batch. A batch found in both is paired: its
+        cells must carry the same ``obs_names`` in both (any order; muon's convention for multiome).
+    batch_key : str
+        The ``.obs`` column of the batches.
+    n_shared, private
+        As in :func:`fastjmt.fit_mosaic`.
+    gene_activity, genes, promoter, max_distance, decay, rna_layer, atac_layer, gene_key, mod_rna, mod_atac
+        As in :func:`fit_anndata`.
+    key : str
+        Prefix of the written keys: ``.obsm["X_<key>"]`` (memberships), ``.obsm["X_<key>_programs"]``,
+        ``.obs["<key>_cluster"]`` (the recommended clusters, the same names in every batch and modality),
+        ``.obs["<key>_column"]``, ``.varm["<key>_C"]``, ``.uns["<key>"]`` (layout, S per block, loss history,
+        convergence, the column merge).
+    **fit_kwargs
+        Options of :func:`fastjmt.fit_mosaic`.
+
+    Returns
+    -------
+    MosaicResult
+
+    Raises
+    ------
+    KeyError
+        ``batch_key`` missing from an ``.obs``.
+    ValueError
+        A paired batch whose cells differ between the modalities; the errors of :func:`fastjmt.fit_mosaic`.
+    """
+    import pandas as pd
+
+    from .mosaic import fit_mosaic
+
+    _require_anndata()
+    rna_ad, atac_ad, _ = _split(rna, atac, mod_rna, mod_atac)
+    for ad, name in ((rna_ad, "rna"), (atac_ad, "atac")):
+        if batch_key not in ad.obs:
+            raise KeyError(f"{name}.obs has no column {batch_key!r} (batch_key); its columns are {list(ad.obs)}")
+    G = read_matrix(rna_ad, rna_layer)
+    R = read_matrix(atac_ad, atac_layer)
+    A = sp.csr_matrix(_gene_activity(rna_ad, atac_ad, gene_activity, genes, promoter, max_distance, decay,
+                                     gene_key))
+    rb = np.asarray(rna_ad.obs[batch_key]).astype(str)
+    ab = np.asarray(atac_ad.obs[batch_key]).astype(str)
+    rows, batches = {}, {}
+    for k in dict.fromkeys(str(x) for x in np.r_[rb, ab]):
+        r_idx, a_idx = np.flatnonzero(rb == k), np.flatnonzero(ab == k)
+        if r_idx.size and a_idx.size:  # paired: the ATAC rows in the RNA rows' order
+            pos = pd.Index(np.asarray(atac_ad.obs_names[a_idx]))
+            names = np.asarray(rna_ad.obs_names[r_idx])
+            if len(pos) != len(names) or not pos.is_unique or pos.get_indexer(names).min() < 0:
+                raise ValueError(f"batch {k!r} is in both rna and atac but its cells differ: a paired batch holds "
+                                 "the same cells (the same obs_names) in both modalities")
+            a_idx = a_idx[pos.get_indexer(names)]
+        rows[k] = (r_idx, a_idx)
+        batches[k] = {m: X[idx] for m, X, idx in (("rna", G, r_idx), ("atac", R, a_idx)) if idx.size}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        res = fit_mosaic(batches, A, n_shared=n_shared, private=private, **fit_kwargs)
+    for w in caught:  # re-issued at the caller's line
+        if issubclass(w.category, genome.LinkCoverageWarning) and (gene_activity is None or
+                                                                   isinstance(gene_activity, genome.GeneActivity)):
+            continue
+        warnings.warn(w.message, w.category, stacklevel=2)
+
+    labels, columns = res.labels, res.columns
+    n_cl = int(max(lab.max() for lab in labels.values())) + 1
+    names = [f"{key}_{i}" for i in range(n_cl)]
+    col_names = [f"{key}_column_{i}" for i in range(res.K)]
+    uns = {"n_shared": res.n_shared, "private": dict(res.private), "batches": list(res.batches),
+           "batch_key": batch_key, "loss_history": res.loss_history, "n_iter": res.n_iter,
+           "converged": res.converged, "stop_reason": res.stop_reason, "seed": res.seed,
+           "cluster_names": names, "S": {k: dict(v) for k, v in res.S.items()},
+           "column_clusters": np.arange(res.K) if res.column_clusters is None else res.column_clusters,
+           "resolution": -1.0 if res.resolution is None else float(res.resolution)}
+    for ad, m, Cf, which in ((rna_ad, "rna", res.C_genes, 0), (atac_ad, "atac", res.C_regions, 1)):
+        C = np.zeros((ad.n_obs, res.K), dtype=Cf.dtype)
+        P = np.zeros((ad.n_obs, res.K), dtype=Cf.dtype)
+        cluster = np.full(ad.n_obs, None, dtype=object)
+        column = np.full(ad.n_obs, None, dtype=object)
+        for k in res.batches:
+            idx = rows[k][which]
+            if not idx.size:
+                continue
+            C[idx] = res.memberships[k]
+            P[idx] = res.programs[k][m]
+            ok = labels[k] >= 0
+            cluster[idx[ok]] = np.asarray(names, dtype=object)[labels[k][ok]]
+            column[idx[ok]] = np.asarray(col_names, dtype=object)[columns[k][ok]]
+        ad.obsm[f"X_{key}"] = C
+        ad.obsm[f"X_{key}_programs"] = P
+        ad.obs[f"{key}_cluster"] = pd.Categorical(cluster, categories=names)
+        ad.obs[f"{key}_column"] = pd.Categorical(column, categories=col_names)
+        ad.varm[f"{key}_C"] = Cf
+        ad.uns[key] = dict(uns)
+    return res

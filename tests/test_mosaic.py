@@ -3,6 +3,7 @@ differences, the gradients the epoch applies, the two-matrix fit as its special 
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 from conftest import random_csr
 
 import fastjmt
@@ -234,3 +235,40 @@ def test_simulated_mosaic_layout():
     assert "type_2" in set(d.labels["r"]) and "type_2" not in set(d.labels["p"]) | set(d.labels["a"])
     with pytest.raises(ValueError, match="design"):
         fastjmt.simulate_mosaic({"x": "both"})
+
+
+def test_mosaic_from_anndata_with_a_batch_column():
+    """RNA and ATAC AnnData with a batch column; the paired batch's ATAC cells in another order than its RNA:
+    matched by obs_names, results written per cell, labels the same as the matrix call's."""
+    ad = pytest.importorskip("anndata")
+    import fastjmt.adata
+
+    d = fastjmt.simulate_mosaic(n_cells=120, n_genes=100, n_regions=300, n_shared=3, random_state=2)
+    names = {k: np.array([f"{k}-{i}" for i in range(d.labels[k].size)]) for k in d.batches}
+    rna = ad.AnnData(sp.vstack([d.batches["multiome"]["rna"], d.batches["rna"]["rna"]], format="csr"))
+    rna.obs_names = np.r_[names["multiome"], names["rna"]]
+    rna.obs["batch"] = ["multiome"] * 120 + ["rna"] * 120
+    flip = np.arange(120)[::-1]  # the paired cells' ATAC rows in reverse order
+    atac = ad.AnnData(sp.vstack([d.batches["atac"]["atac"], d.batches["multiome"]["atac"][flip]], format="csr"))
+    atac.obs_names = np.r_[names["atac"], names["multiome"][flip]]
+    atac.obs["batch"] = ["atac"] * 120 + ["multiome"] * 120
+    res = fastjmt.adata.fit_mosaic_anndata(rna, atac, batch_key="batch", n_shared=3, gene_activity=d.gene_activity,
+                                           random_state=0, n_threads=1)
+    direct = fastjmt.fit_mosaic(d.batches, d.gene_activity, n_shared=3, random_state=0, n_threads=1)
+    assert sorted(res.batches) == sorted(direct.batches)
+    for k in res.batches:
+        assert fastjmt.adjusted_rand_index(res.labels[k], direct.labels[k]) == pytest.approx(1.0)
+    assert rna.obsm["X_jmt"].shape == (240, 3) and atac.obsm["X_jmt_programs"].shape == (240, 3)
+    # a paired cell has one cluster in both objects
+    cl_rna = dict(zip(rna.obs_names, rna.obs["jmt_cluster"]))
+    cl_atac = dict(zip(atac.obs_names, atac.obs["jmt_cluster"]))
+    assert all(cl_rna[n] == cl_atac[n] for n in names["multiome"])
+    written = np.asarray(atac.obs["jmt_cluster"].astype(str))[:120]  # the ATAC-only batch's rows
+    assert fastjmt.adjusted_rand_index(written, direct.labels["atac"]) == pytest.approx(1.0)
+    assert atac.uns["jmt"]["batches"] == res.batches and rna.varm["jmt_C"].shape == (100, 3)
+    bad = atac.copy()
+    bad.obs_names = np.r_[names["atac"], [f"x{i}" for i in range(120)]]
+    with pytest.raises(ValueError, match="batch 'multiome' is in both rna and atac but its cells differ"):
+        fastjmt.adata.fit_mosaic_anndata(rna, bad, batch_key="batch", n_shared=3, gene_activity=d.gene_activity)
+    with pytest.raises(KeyError, match="batch_key"):
+        fastjmt.adata.fit_mosaic_anndata(rna, atac, batch_key="sample", n_shared=3, gene_activity=d.gene_activity)
