@@ -206,6 +206,11 @@ def _check_batches(batches, gene_activity, n_shared, private, preprocess: bool):
             n = shape[0]
             rows[(k, m)] = n
             seen.add(m)
+    names = [_block_name(k, m, mods) for k, mods in batches.items() for m in mods]
+    if len(set(names)) < len(names):
+        clash = sorted(n for n in set(names) if names.count(n) > 1)
+        raise ValueError(f"batch names clash with a paired batch's blocks ({clash}): rename the batch called "
+                         f"{clash[0]!r}")
     if seen != set(_MODALITIES):
         missing = (set(_MODALITIES) - seen).pop()
         raise ValueError(f"the mosaic has no {missing.upper()} block: fit_mosaic needs at least one batch with RNA "
