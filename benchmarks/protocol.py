@@ -7,6 +7,7 @@ Usage::
     python benchmarks/protocol.py --quick                           # smaller cells/features (CI-sized)
     python benchmarks/protocol.py ../shared/data/*/                 # folders in the shared format, no simulation
     python benchmarks/protocol.py --markdown docs/quality_table.md ../shared/data/*/
+    python benchmarks/protocol.py --mosaic ../shared/data/snare_mouse_cortex_mosaic   # mosaics (fit_mosaic)
 
 Scenarios (the paper's section on simulated data, with the package's simulator):
 
@@ -224,7 +225,15 @@ def main(argv=None):
                     help=f"labellings to score, comma-separated (default: all of {','.join(LABELINGS)})")
     ap.add_argument("--json", help="write all rows to this JSON file")
     ap.add_argument("--markdown", help="write the results table to this Markdown file")
+    ap.add_argument("--mosaic", action="store_true",
+                    help="mosaic designs (simulated, or folders in the layout of snare_mouse_cortex_mosaic) with "
+                         "fastjmt.fit_mosaic: benchmarks/mosaic.py quality")
     a = ap.parse_args(argv)
+    if a.mosaic:
+        import mosaic
+
+        return mosaic.main(["quality", *a.folders, "--seeds", a.seeds]
+                           + (["--markdown", a.markdown] if a.markdown else []))
     command = "python benchmarks/protocol.py " + " ".join(argv if argv is not None else sys.argv[1:])
     sources = folders(a.folders) if a.folders else simulated(a.scenario or sorted(SCENARIOS), "quick" if a.quick
                                                              else "full")
