@@ -11,10 +11,10 @@ Usage::
 cell with ATAC, paired cells in both), the share of other batches' cells in each batch's private columns,
 and the feature clusters against the simulator's programs. Each design is also fitted *without its paired
 batches*: the unpaired two-matrix fit (:func:`fastjmt.fit`, same defaults) of its RNA-only against its
-ATAC-only cells, scored on the same cells; ``gain_atac`` is what the paired cells add to the ATAC-only
-batches' ARI. A folder in the layout of ``snare_mouse_cortex_mosaic`` (``paired_rna.npz``,
-``paired_atac.npz``, ``rna_only_rna.npz``, ``atac_only_atac.npz``, ``gene_activity.npz``, ``*_labels.txt``)
-is read as one design.
+ATAC-only cells, scored on the same cells (``unpaired_rna_only``, ``unpaired_atac_only``); ``gain_atac``
+is what the paired cells add to the ATAC-only batches' ARI. A folder in the layout of
+``snare_mouse_cortex_mosaic`` (``paired_rna.npz``, ``paired_atac.npz``, ``rna_only_rna.npz``,
+``atac_only_atac.npz``, ``gene_activity.npz``, ``*_labels.txt``) is read as one design.
 
 ``cost`` times one full-batch epoch of a simulated paired + RNA-only + ATAC-only mosaic against the sum
 of the sparse products it needs (``X V`` and ``Xᵀ U`` of every block), alternating, as inside a fit
@@ -83,20 +83,23 @@ def score(name, batches, labels, res, seed, seconds, truth=None, control=None):
     else:
         row["ari_genes"] = row["ari_regions"] = None
     row["n_iter"], row["fit_seconds"] = res.n_iter, round(seconds, 2)
-    if control is not None:
-        row["unpaired_atac_only"] = control
-        row["gain_atac"] = round(row["ari_atac_only"] - control, 4) if row["ari_atac_only"] is not None else None
-    else:
-        row["unpaired_atac_only"] = row["gain_atac"] = None
+    rna_only = [k for k in order if _kind(batches[k]) == "rna"]
+    row["ari_rna_only"] = round(ari(np.concatenate([labels[k] for k in rna_only]),
+                                    np.concatenate([lab[k] for k in rna_only])), 4) if rna_only else None
+    row["unpaired_rna_only"], row["unpaired_atac_only"] = control if control is not None else (None, None)
+    row["gain_atac"] = None
+    if row["unpaired_atac_only"] is not None and row["ari_atac_only"] is not None:
+        row["gain_atac"] = round(row["ari_atac_only"] - row["unpaired_atac_only"], 4)
     return row
 
 
 def unpaired_control(batches, labels, ga, n_shared, private, seed):
-    """ATAC-only ARI of the two-matrix fit of the RNA-only against the ATAC-only batches (same defaults)."""
+    """ARI of the RNA-only and of the ATAC-only cells in the two-matrix fit of the RNA-only against the
+    ATAC-only batches (same defaults)."""
     rna_k = [k for k in batches if _kind(batches[k]) == "rna"]
     atac_k = [k for k in batches if _kind(batches[k]) == "atac"]
     if not rna_k or not atac_k:
-        return None
+        return None, None
     G = sp.vstack([batches[k]["rna"] for k in rna_k], format="csr")
     R = sp.vstack([batches[k]["atac"] for k in atac_k], format="csr")
     with warnings.catch_warnings():
@@ -104,7 +107,9 @@ def unpaired_control(batches, labels, ga, n_shared, private, seed):
         u = fastjmt.fit(G, R, ga, n_shared=n_shared, n_rna_only=sum(private.get(k, 0) for k in rna_k),
                         n_atac_only=sum(private.get(k, 0) for k in atac_k), random_state=seed)
     ya = np.concatenate([labels[k] for k in atac_k])
-    return round(fastjmt.adjusted_rand_index(ya, u.labels_atac), 4)
+    yr = np.concatenate([labels[k] for k in rna_k])
+    return (round(fastjmt.adjusted_rand_index(yr, u.labels_rna), 4),
+            round(fastjmt.adjusted_rand_index(ya, u.labels_atac), 4))
 
 
 def read_mosaic_folder(path):
