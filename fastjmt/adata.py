@@ -363,7 +363,8 @@ def fit_mosaic_anndata(
     ----------
     rna : AnnData or MuData
         Every cell with RNA (counts in ``.X`` or ``rna_layer``), ``.obs[batch_key]`` naming its batch; or a
-        MuData with modalities ``mod_rna`` and ``mod_atac`` (then ``atac`` is None).
+        MuData with modalities ``mod_rna`` and ``mod_atac`` (then ``atac`` is None; the batch column may be in
+        each modality's ``.obs`` or in the MuData's).
     atac : AnnData, optional
         Every cell with ATAC, ``.obs[batch_key]`` naming its batch. A batch found in both is paired: its
         cells must carry the same ``obs_names`` in both (any order; muon's convention for multiome).
@@ -376,8 +377,8 @@ def fit_mosaic_anndata(
     key : str
         Prefix of the written keys: ``.obsm["X_<key>"]`` (memberships), ``.obsm["X_<key>_programs"]``,
         ``.obs["<key>_cluster"]`` (the recommended clusters, the same names in every batch and modality),
-        ``.obs["<key>_column"]``, ``.varm["<key>_C"]``, ``.uns["<key>"]`` (layout, S per block, loss history,
-        convergence, the column merge).
+        ``.obs["<key>_column"]``, ``.obs["<key>_empty"]``, ``.varm["<key>_C"]``, ``.uns["<key>"]`` (layout, S per
+        block, loss history, convergence, the column merge).
     **fit_kwargs
         Options of :func:`fastjmt.fit_mosaic`.
 
@@ -390,34 +391,71 @@ def fit_mosaic_anndata(
     KeyError
         ``batch_key`` missing from an ``.obs``.
     ValueError
-        A paired batch whose cells differ between the modalities; the errors of :func:`fastjmt.fit_mosaic`.
+        A cell without a batch; a paired batch whose cells differ between the modalities or whose
+        ``obs_names`` repeat; the errors of :func:`fastjmt.fit_mosaic`.
+
+    Warns
+    -----
+    UserWarning
+        When an RNA-only and an ATAC-only batch share most of their cell names (a pairing misspelt as two
+        batch names).
     """
     import pandas as pd
 
     from .mosaic import fit_mosaic
 
     _require_anndata()
-    rna_ad, atac_ad, _ = _split(rna, atac, mod_rna, mod_atac)
-    for ad, name in ((rna_ad, "rna"), (atac_ad, "atac")):
-        if batch_key not in ad.obs:
+    rna_ad, atac_ad, mdata = _split(rna, atac, mod_rna, mod_atac)
+
+    def batch_of(ad, name):
+        if batch_key in ad.obs:
+            values = ad.obs[batch_key]
+        elif mdata is not None and batch_key in mdata.obs:  # muon keeps shared columns in the MuData's .obs
+            values = mdata.obs[batch_key].reindex(ad.obs_names)
+        else:
             raise KeyError(f"{name}.obs has no column {batch_key!r} (batch_key); its columns are {list(ad.obs)}")
+        missing = pd.isna(np.asarray(values, dtype=object))
+        if missing.any():
+            raise ValueError(f"{name}.obs[{batch_key!r}] is missing for {int(missing.sum())} cells (e.g. "
+                             f"{list(ad.obs_names[missing][:3])}): give every cell a batch")
+        return np.asarray(values).astype(str)
+
+    rb, ab = batch_of(rna_ad, "rna"), batch_of(atac_ad, "atac")
     G = read_matrix(rna_ad, rna_layer)
     R = read_matrix(atac_ad, atac_layer)
     A = sp.csr_matrix(_gene_activity(rna_ad, atac_ad, gene_activity, genes, promoter, max_distance, decay,
                                      gene_key))
-    rb = np.asarray(rna_ad.obs[batch_key]).astype(str)
-    ab = np.asarray(atac_ad.obs[batch_key]).astype(str)
     rows, batches = {}, {}
     for k in dict.fromkeys(str(x) for x in np.r_[rb, ab]):
         r_idx, a_idx = np.flatnonzero(rb == k), np.flatnonzero(ab == k)
         if r_idx.size and a_idx.size:  # paired: the ATAC rows in the RNA rows' order
             pos = pd.Index(np.asarray(atac_ad.obs_names[a_idx]))
-            names = np.asarray(rna_ad.obs_names[r_idx])
-            if len(pos) != len(names) or not pos.is_unique or pos.get_indexer(names).min() < 0:
-                raise ValueError(f"batch {k!r} is in both rna and atac but its cells differ: a paired batch holds "
-                                 "the same cells (the same obs_names) in both modalities")
-            a_idx = a_idx[pos.get_indexer(names)]
+            names = pd.Index(np.asarray(rna_ad.obs_names[r_idx]))
+            for idx, name in ((names, "rna"), (pos, "atac")):
+                if not idx.is_unique:
+                    raise ValueError(f"batch {k!r}: {name}.obs_names repeat ({list(idx[idx.duplicated()][:3])}), so "
+                                     "its paired cells cannot be matched; make them unique (obs_names_make_unique)")
+            where = pos.get_indexer(names)
+            if len(pos) != len(names) or where.min() < 0:
+                only_rna = names.difference(pos)
+                only_atac = pos.difference(names)
+                raise ValueError(
+                    f"batch {k!r} is in both rna ({len(names)} cells) and atac ({len(pos)} cells) but its cells differ "
+                    f"({len(only_rna)} only in rna, e.g. {list(only_rna[:2])}; {len(only_atac)} only in atac, e.g. "
+                    f"{list(only_atac[:2])}): a paired batch holds the same cells (the same obs_names) in both "
+                    "modalities; if these cells are not paired, give the two a different batch name")
+            a_idx = a_idx[where]
         rows[k] = (r_idx, a_idx)
+    for k, (r_idx, a_idx) in rows.items():  # the same cells under two batch names: probably a misspelt pairing
+        if r_idx.size and not a_idx.size:
+            names = pd.Index(np.asarray(rna_ad.obs_names[r_idx]))
+            for k2, (r2, a2) in rows.items():
+                if a2.size and not r2.size:
+                    shared = names.intersection(pd.Index(np.asarray(atac_ad.obs_names[a2])))
+                    if len(shared) > 0.5 * min(len(names), a2.size):
+                        warnings.warn(f"batch {k!r} (rna) and batch {k2!r} (atac) share {len(shared)} cell names: "
+                                      "if they are the same cells, give them the same batch name so that they are "
+                                      "fitted as paired", UserWarning, stacklevel=2)
         batches[k] = {m: X[idx] for m, X, idx in (("rna", G, r_idx), ("atac", R, a_idx)) if idx.size}
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -456,6 +494,11 @@ def fit_mosaic_anndata(
         ad.obsm[f"X_{key}_programs"] = P
         ad.obs[f"{key}_cluster"] = pd.Categorical(cluster, categories=names)
         ad.obs[f"{key}_column"] = pd.Categorical(column, categories=col_names)
+        empty = np.zeros(ad.n_obs, dtype=bool)
+        for k in res.batches:
+            if rows[k][which].size:
+                empty[rows[k][which]] = res.empty[k]
+        ad.obs[f"{key}_empty"] = empty
         ad.varm[f"{key}_C"] = Cf
         ad.uns[key] = dict(uns)
     return res

@@ -675,13 +675,13 @@ def _run(prep: _Prepared, opts: FitOptions, threads: int):
                             should_stop=interrupted.is_set)
 
 
-def warn_how_it_ended(outcome, opts: FitOptions, stacklevel: int = 4) -> None:
+def warn_how_it_ended(outcome, opts: FitOptions, stacklevel: int = 4, name: str = "fastjmt.fit") -> None:
     """The warnings a user must see about how a fit ended: interrupted, or stopped by ``max_iter`` (with what
     the stopping rule measured last)."""
     best = outcome.best
     if outcome.interrupted:
         where = f"; the state is saved in {opts.checkpoint!r}, resume with resume=" if opts.checkpoint else ""
-        warnings.warn(f"fastjmt.fit was interrupted (Ctrl-C) after epoch {best.n_iter} and returns the best state so "
+        warnings.warn(f"{name} was interrupted (Ctrl-C) after epoch {best.n_iter} and returns the best state so "
                       f"far{where}", UserWarning, stacklevel=stacklevel)
     if not best.converged and not best.stopped_by_callback and not outcome.interrupted:
         if opts.stop == "loss":
@@ -693,7 +693,7 @@ def warn_how_it_ended(outcome, opts: FitOptions, stacklevel: int = 4) -> None:
                 f"{best.change[1]:.2g}, the loss by {best.change[2]:.2g} per epoch)")
             why = (f"the answer settled: labels changed by <= label_tol={opts.label_tol}, S by <= S_tol={opts.S_tol} "
                    f"and the loss by <= tol={opts.tol} per epoch{seen}; raise max_iter or the tolerances")
-        warnings.warn(f"fastjmt.fit stopped at max_iter={opts.max_iter} before {why}", ConvergenceWarning,
+        warnings.warn(f"{name} stopped at max_iter={opts.max_iter} before {why}", ConvergenceWarning,
                       stacklevel=stacklevel)
 
 

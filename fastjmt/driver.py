@@ -205,6 +205,8 @@ class _Epoch:
         #: side_stats(C S, b) over all cells after the cell step's bias refit; still valid at the
         #: feature step (nothing between them changes this block's C, S or b); full batches only
         self.cell_side = None
+        #: side_stats(C S, b) before this block's cell step (cached by ``_other_sides``; dropped at the step)
+        self.before_step = None
 
     def take(self, arr, idx):
         return arr if self.batch.full else np.ascontiguousarray(arr[idx])
@@ -218,13 +220,19 @@ class _Epoch:
 
 
 def _other_sides(mosaic: Mosaic, mp: MosaicParams, eps: dict, blk: Block) -> list:
-    """``(mod, side_stats(C S, b))`` of the other blocks of ``blk``'s modality, for its shared feature biases."""
+    """``(mod, side_stats(C S, b))`` of the other blocks of ``blk``'s modality, for its shared feature biases.
+
+    A block not stepped yet in this epoch keeps the summary computed the first time it is asked for
+    (its C, S and b do not change before its own step, which drops it): one per block and epoch.
+    """
     out = []
     for o in mosaic.blocks_of_modality(blk.modality):
         if o.name != blk.name:
-            side = eps[o.name].cell_side
+            ep = eps[o.name]
+            side = ep.cell_side if ep.cell_side is not None else ep.before_step
             if side is None:
                 side = obj.side_stats(obj.cell_factor(mp.cells[o.batch].C, mp.blocks[o.name].S), mp.blocks[o.name].b)
+                ep.before_step = side
             out.append((o.data, side))
     return out
 
@@ -243,6 +251,8 @@ def _cell_and_S_step(mosaic: Mosaic, mp: MosaicParams, batch: str, eps: dict, st
         XV = spmm(ep.mod.X, I, ep.batch.col_mask, feat.Cf)
         parts.append((ep.mod, ep.bs, XV, bf.S, sv, ep.take(bf.b, I)))
 
+    for blk in blocks:
+        eps[blk.name].before_step = None  # its C, S and b change now
     C_I = ep0.take(cells.C, I)
     C_I = step.logits("Z_" + batch, cells.Z, I, C_I, obj.cells_grad(mosaic, parts, C_I))
     _check_finite(C_I, "Z_" + batch, it)

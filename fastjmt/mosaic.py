@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -74,6 +75,8 @@ class MosaicResult:
         Each term (``fastjmt.objective.TERMS``) and the total, per epoch (row 0: the start).
     n_iter, converged, stop_reason, seed, fit_seconds, restart_losses, interrupted, n_undone, answer_change
         As in :class:`fastjmt.JMTResult`.
+    link_coverage : dict
+        The gene activity's coverage (:func:`fastjmt.link_coverage`), as in :class:`fastjmt.JMTResult`.
     """
 
     batches: list
@@ -100,6 +103,7 @@ class MosaicResult:
     n_undone: int
     answer_change: tuple = ()
     resolution: Optional[float] = 1.0
+    link_coverage: Optional[dict] = None
     _column_owner: np.ndarray = field(default=None, repr=False)
 
     @property
@@ -176,18 +180,23 @@ def _merge(res: MosaicResult, resolution: float, n_neighbors: int, n_threads) ->
 
 
 def _check_batches(batches, gene_activity, n_shared, private, preprocess: bool):
-    """Validate the mosaic's inputs before any work; returns the batch names, private counts and shapes."""
-    from .validation import check_count, check_matrix
+    """Validate the mosaic's inputs before any work; returns ``(n_shared, private, K)``."""
+    from .validation import _values, check_count, check_matrix
 
-    if not isinstance(batches, dict) or not batches:
-        raise TypeError('batches must be a non-empty dict {batch name: {"rna": matrix, "atac": matrix}}, got '
+    if not isinstance(batches, dict):
+        raise TypeError('batches must be a dict {batch name: {"rna": matrix, "atac": matrix}}, got '
                         f"{type(batches).__name__}")
+    if not batches:
+        raise ValueError('batches is empty: pass at least one batch with RNA and one with ATAC, e.g. '
+                         '{"multiome": {"rna": X, "atac": Y}}')
     ga = check_matrix(gene_activity, "gene_activity")
     n_genes, n_regions = ga
-    seen, rows = set(), {}
+    seen, rows, cols = set(), {}, {}
     for k, mods in batches.items():
-        if not isinstance(k, str) or not k:
-            raise TypeError(f"batch names must be non-empty strings, got {k!r}")
+        if not isinstance(k, str):
+            raise TypeError(f"batch names must be strings, got {k!r}")
+        if not k:
+            raise ValueError("a batch is named '' (the empty string): give every batch a name")
         if not isinstance(mods, dict) or not mods or set(mods) - set(_MODALITIES):
             raise ValueError(f'batches[{k!r}] must be a dict with "rna" and/or "atac" matrices, got '
                              f"{sorted(mods) if isinstance(mods, dict) else type(mods).__name__}")
@@ -195,17 +204,29 @@ def _check_batches(batches, gene_activity, n_shared, private, preprocess: bool):
         for m, X in mods.items():
             name = f"batches[{k!r}][{m!r}]"
             shape = check_matrix(X, name, allow_negative=not preprocess, require_nonzero=True)
-            want = n_genes if m == "rna" else n_regions
-            if shape[1] != want:
-                hint = " (transposed? rows must be cells)" if shape[0] == want else ""
-                raise ValueError(f"{name} has {shape[1]} columns but gene_activity {ga} has {want} "
-                                 f"{'genes (rows)' if m == 'rna' else 'regions (columns)'}{hint}")
+            cols.setdefault(m, []).append((name, shape))
             if n is not None and shape[0] != n:
                 raise ValueError(f"batches[{k!r}] pairs {n} RNA cells with {shape[0]} ATAC cells: a paired batch "
                                  "holds the same cells in both modalities, in the same row order")
             n = shape[0]
             rows[(k, m)] = n
             seen.add(m)
+    first = {m: v[0][1][1] for m, v in cols.items()}
+    if ga[::-1] == (first.get("rna"), first.get("atac")) and ga != (first.get("rna"), first.get("atac")):
+        raise ValueError(f"gene_activity must be genes × regions = ({first['rna']}, {first['atac']}), got {ga}: it "
+                         "looks transposed: pass gene_activity.T")
+    for m, blocks in cols.items():
+        want = n_genes if m == "rna" else n_regions
+        for name, shape in blocks:
+            if shape[1] != want:
+                hint = " (transposed? rows must be cells)" if shape[0] == want else ""
+                raise ValueError(f"{name} has {shape[1]} columns but gene_activity {ga} has {want} "
+                                 f"{'genes (rows)' if m == 'rna' else 'regions (columns)'}{hint}")
+    values, _, _ = _values(gene_activity, "gene_activity")
+    if not np.any(values):
+        raise ValueError("gene_activity has no nonzero link: nothing bridges the RNA genes and the ATAC regions, and "
+                         "the fit would integrate nothing. Check how the links were built (gene names, contig names "
+                         "and genome build of the annotation; fastjmt.genome.check_links reports the coverage)")
     names = [_block_name(k, m, mods) for k, mods in batches.items() for m in mods]
     if len(set(names)) < len(names):
         clash = sorted(n for n in set(names) if names.count(n) > 1)
@@ -228,7 +249,8 @@ def _check_batches(batches, gene_activity, n_shared, private, preprocess: bool):
     for m in _MODALITIES:
         cells = sum(rows[(k, m)] for k in batches if (k, m) in rows)
         if cells < K:
-            raise ValueError(f"the mosaic has {cells} {m.upper()} cells, fewer than the K = {K} clusters")
+            raise ValueError(f"the mosaic has {cells} {m.upper()} cells, fewer than the K = {K} clusters "
+                             "(n_shared + the private ones); lower the cluster counts")
     return n_shared, private, K
 
 
@@ -244,7 +266,8 @@ def fit_mosaic(batches: dict, gene_activity, *, n_shared: int, private: Optional
     the feature clusters by ``−a4 cos(C_genes, A C_regions)`` as in :func:`fastjmt.fit`, and private
     columns by the mask term: a batch's cells are kept out of other batches' private columns
     (``private``). The mosaic of one RNA batch and one ATAC batch is :func:`fastjmt.fit` itself (same
-    epoch, same start, same result).
+    epoch, same start, same result: bitwise, with ``private={rna_batch: n_rna_only, atac_batch: n_atac_only}``
+    in that order, the column order of :func:`fastjmt.fit`; cells without counts get label −1 here).
 
     Parameters
     ----------
@@ -266,7 +289,9 @@ def fit_mosaic(batches: dict, gene_activity, *, n_shared: int, private: Optional
         ``learning_rate``, ``batch_cells``, ``random_state``, ``n_init``, ``n_threads``, ``dtype``,
         ``preprocess``, ``resolution``, ``low_memory``, ``verbose``, ``callback``, …) with the same
         defaults and meaning, except checkpoints and Dask options (a clear error). ``a1`` weighs every
-        ATAC block, ``a2`` every RNA block, each a mean over its own entries.
+        ATAC block, ``a2`` every RNA block, each a mean over its own entries. ``callback(it, terms, params)``
+        gets a :class:`fastjmt.problem.MosaicParams` as ``params`` (``params.cells[batch].C``,
+        ``params.features["rna"].Cf``, ``params.blocks[...]``), not the two-matrix dict.
 
     Returns
     -------
@@ -338,6 +363,14 @@ def _prepare(batches: dict, gene_activity, n_shared: int, private: dict, K: int,
             e = em if e is None else e & em
         empty[k] = e
     if opts.preprocess:
+        from .validation import not_counts
+
+        for (k, m) in mats:
+            why = not_counts(batches[k][m]) if m == "rna" else ""
+            if why:
+                warnings.warn(f"batches[{k!r}]['rna'] does not look like raw counts: {why}. fit_mosaic normalises "
+                              "and log-transforms RNA (preprocess=True); pass the raw counts (e.g. a 'counts' "
+                              "layer) or preprocess=False", UserWarning, stacklevel=4)
         rna_keys = [key for key in mats if key[1] == "rna"]
         if len(rna_keys) == 1:
             mats[rna_keys[0]] = pp.preprocess_rna(mats[rna_keys[0]], copy=False)
@@ -404,7 +437,7 @@ def _result(prep: _PreparedMosaic, outcome, opts, t_start: float) -> MosaicResul
     from .api import warn_how_it_ended
     from .objective import program_activity
 
-    warn_how_it_ended(outcome, opts, stacklevel=4)
+    warn_how_it_ended(outcome, opts, stacklevel=4, name="fastjmt.fit_mosaic")
     best = outcome.best
     mp, mosaic = best.params, prep.mosaic
     K = mosaic.K
@@ -433,7 +466,7 @@ def _result(prep: _PreparedMosaic, outcome, opts, t_start: float) -> MosaicResul
         loss_history=best.history, n_iter=best.n_iter, converged=best.converged, stop_reason=best.stop_reason,
         seed=best.seed, fit_seconds=0.0, restart_losses=np.asarray(outcome.losses),
         interrupted=outcome.interrupted, n_undone=best.undone, answer_change=tuple(float(x) for x in best.change),
-        resolution=opts.resolution, _column_owner=owner,
+        resolution=opts.resolution, link_coverage=prep.coverage.as_dict(), _column_owner=owner,
     )
     if opts.resolution is not None:
         res.column_clusters = _merge(res, opts.resolution, 15, resolve_n_threads(opts.n_threads))

@@ -447,21 +447,42 @@ def association_coupling_grad(problem: Problem, S: np.ndarray, other_S) -> np.nd
     ``−a3 / (B − 1) Σ_t d cos(S, S_t)/dS``: the mean over the partners (B = 2 is the two-matrix term).
     """
     others = other_S if isinstance(other_S, list) else [other_S]
-    g = None
-    for o in others:
-        _, g_self, _ = cosine_and_grads(S, o)
-        g = g_self if g is None else g + g_self
+    if len(others) == 1:
+        _, g, _ = cosine_and_grads(S, others[0])
+        return -(problem.a3 / len(others)) * g
+    # several partners at once: Σ_t d cos(S, S_t)/dS = (T − ⟨Ŝ, T⟩ Ŝ) / |S| with Ŝ = S/|S|, T = Σ_t Ŝ_t
+    # (partners of norm 0 add nothing; the same as cosine_and_grads term by term, in O(B K²) array operations)
+    norm = np.sqrt(frob(S, S))
+    if norm <= 0.0:
+        return np.zeros(S.shape)
+    T = _unit_sum(others)
+    Sh = S.astype(np.float64) / norm
+    g = (T - float(np.sum(Sh * T)) * Sh) / norm
     return -(problem.a3 / len(others)) * g
+
+
+def _unit_sum(mats: list) -> np.ndarray:
+    """``Σ_t S_t / |S_t|`` over the matrices of nonzero norm (float64)."""
+    stack = np.asarray(mats, dtype=np.float64)
+    norms = np.sqrt(np.einsum("tij,tij->t", stack, stack))
+    keep = norms > 0
+    return np.einsum("tij,t->ij", stack[keep], 1.0 / norms[keep])
 
 
 def association_coupling_value(S_list: list) -> float:
     """``Σ_{s<t} cos(S_s, S_t) / (B − 1)`` over the B blocks' association matrices (0 for one block):
     ``cos(S_atac, S_rna)`` for the two-matrix fit; weighted by ``−a3`` in the loss."""
-    total = 0.0
-    for s in range(len(S_list)):
-        for t in range(s + 1, len(S_list)):
-            total += cosine_and_grads(S_list[s], S_list[t])[0]
-    return total / (len(S_list) - 1) if len(S_list) > 1 else 0.0
+    B = len(S_list)
+    if B < 2:
+        return 0.0
+    if B == 2:
+        return cosine_and_grads(S_list[0], S_list[1])[0]
+    # Σ_{s<t} ⟨Ŝ_s, Ŝ_t⟩ = (|Σ Ŝ|² − Σ |Ŝ|²) / 2 over the matrices of nonzero norm
+    stack = np.asarray(S_list, dtype=np.float64)
+    norms = np.sqrt(np.einsum("tij,tij->t", stack, stack))
+    n_unit = int(np.sum(norms > 0))
+    T = _unit_sum(S_list)
+    return (float(np.sum(T * T)) - n_unit) / 2.0 / (B - 1)
 
 
 def feature_grad(problem: Problem, name: str, params: dict, bs: BatchStats, XtU: np.ndarray, V_J: np.ndarray,
@@ -528,11 +549,15 @@ def feature_bias(parts: list, Cf: np.ndarray) -> np.ndarray:
         mod, su = parts[0]
         return closed_form_bias(mod.col_sums, Cf, su, mod.n)
     total_w = sum(mod.weight for mod, _ in parts)
-    acc = np.zeros(Cf.shape[0], dtype=np.float64)
-    for mod, su in parts:
-        w = mod.weight / total_w if total_w > 0 else 1.0 / len(parts)
-        acc += w * closed_form_bias(mod.col_sums, Cf, su, mod.n).astype(np.float64)
-    return acc.astype(Cf.dtype)
+    sums = np.zeros(Cf.shape[0], dtype=np.float64)
+    ones = np.zeros(Cf.shape[1], dtype=np.float64)
+    shift = 0.0
+    for mod, su in parts:  # Σ_k ω_k (X_kᵀ1 − (1ᵀb_k) 1) and Σ_k ω_k U_kᵀ1 with ω_k = (w_k / Σw) / n_k: one V product
+        w = (mod.weight / total_w if total_w > 0 else 1.0 / len(parts)) / mod.n
+        sums += w * mod.col_sums
+        ones += w * su.ones
+        shift += w * su.bias_sum
+    return (sums - np.dot(Cf.astype(np.float64), ones) - shift).astype(Cf.dtype)
 
 
 #: placeholders for the optional arguments of ``logit_step_rows``

@@ -207,6 +207,12 @@ def test_bad_inputs_name_the_argument():
     A = d.gene_activity
     with pytest.raises(TypeError, match="batches must be"):
         fastjmt.fit_mosaic([d.rna], A, n_shared=2)
+    with pytest.raises(ValueError, match="gene_activity has no nonzero link"):
+        fastjmt.fit_mosaic({"r": {"rna": d.rna}, "a": {"atac": d.atac}}, sp.csr_matrix(A.shape), n_shared=2)
+    with pytest.raises(ValueError, match=r"looks transposed: pass gene_activity.T"):
+        fastjmt.fit_mosaic({"r": {"rna": d.rna}, "a": {"atac": d.atac}}, A.T, n_shared=2)
+    with pytest.raises(ValueError, match="lower the cluster counts"):
+        fastjmt.fit_mosaic({"r": {"rna": d.rna}, "a": {"atac": d.atac}}, A, n_shared=41)
     with pytest.raises(ValueError, match="no ATAC block"):
         fastjmt.fit_mosaic({"a": {"rna": d.rna}}, A, n_shared=2)
     with pytest.raises(ValueError, match=r"batches\['p'\] pairs 40 RNA cells with 39"):
@@ -268,7 +274,45 @@ def test_mosaic_from_anndata_with_a_batch_column():
     assert atac.uns["jmt"]["batches"] == res.batches and rna.varm["jmt_C"].shape == (100, 3)
     bad = atac.copy()
     bad.obs_names = np.r_[names["atac"], [f"x{i}" for i in range(120)]]
-    with pytest.raises(ValueError, match="batch 'multiome' is in both rna and atac but its cells differ"):
+    with pytest.raises(ValueError, match=r"batch 'multiome' is in both rna \(120 cells\) and atac \(120 cells\) but "
+                                         r"its cells differ \(120 only"):
         fastjmt.adata.fit_mosaic_anndata(rna, bad, batch_key="batch", n_shared=3, gene_activity=d.gene_activity)
     with pytest.raises(KeyError, match="batch_key"):
         fastjmt.adata.fit_mosaic_anndata(rna, atac, batch_key="sample", n_shared=3, gene_activity=d.gene_activity)
+    assert not rna.obs["jmt_empty"].any() and rna.obs["jmt_empty"].dtype == bool
+    dup = rna.copy()  # a repeated RNA name in the paired batch would pair one ATAC cell twice
+    dup.obs_names = np.r_[names["multiome"][:1], names["multiome"][:119], names["rna"]]
+    with pytest.raises(ValueError, match="rna.obs_names repeat"):
+        fastjmt.adata.fit_mosaic_anndata(dup, atac, batch_key="batch", n_shared=3, gene_activity=d.gene_activity)
+    nan = rna.copy()
+    nan.obs["batch"] = nan.obs["batch"].astype(object)
+    nan.obs.iloc[3, nan.obs.columns.get_loc("batch")] = None
+    with pytest.raises(ValueError, match="missing for 1 cells"):
+        fastjmt.adata.fit_mosaic_anndata(nan, atac, batch_key="batch", n_shared=3, gene_activity=d.gene_activity)
+    renamed = atac.copy()  # the paired batch spelt differently in the ATAC object: warned, fitted as two batches
+    renamed.obs["batch"] = ["atac"] * 120 + ["Multiome"] * 120
+    with pytest.warns(UserWarning, match="share 120 cell names"):
+        fastjmt.adata.fit_mosaic_anndata(rna, renamed, batch_key="batch", n_shared=3, gene_activity=d.gene_activity,
+                                         max_iter=2, random_state=0, n_threads=1)
+
+
+def test_mosaic_from_a_mudata_with_the_batch_column_in_its_obs():
+    """muon's layout: one MuData, the batch column in mdata.obs only; paired cells share obs_names."""
+    ad = pytest.importorskip("anndata")
+    md = pytest.importorskip("mudata")
+    import fastjmt.adata
+
+    d = fastjmt.simulate_mosaic(n_cells=100, n_genes=80, n_regions=240, n_shared=3, random_state=4)
+    names = {k: [f"{k}-{i}" for i in range(100)] for k in d.batches}
+    rna = ad.AnnData(sp.vstack([d.batches["multiome"]["rna"], d.batches["rna"]["rna"]], format="csr"))
+    rna.obs_names = names["multiome"] + names["rna"]
+    atac = ad.AnnData(sp.vstack([d.batches["multiome"]["atac"], d.batches["atac"]["atac"]], format="csr"))
+    atac.obs_names = names["multiome"] + names["atac"]
+    mdata = md.MuData({"rna": rna, "atac": atac})
+    batch = {n: k for k in names for n in names[k]}
+    mdata.obs["batch"] = [batch[n] for n in mdata.obs_names]
+    res = fastjmt.adata.fit_mosaic_anndata(mdata, batch_key="batch", n_shared=3, gene_activity=d.gene_activity,
+                                           random_state=0, n_threads=1)
+    assert sorted(res.batches) == ["atac", "multiome", "rna"]
+    assert res.memberships["multiome"].shape == (100, 3)
+    assert mdata.mod["atac"].obsm["X_jmt"].shape == (200, 3)
