@@ -353,6 +353,8 @@ def fit_mosaic_anndata(
     atac_layer: Optional[str] = None,
     gene_key: str = "auto",
     key: str = "jmt",
+    obsm_key: Optional[str] = None,
+    varm_key: Optional[str] = None,
     mod_rna: str = "rna",
     mod_atac: str = "atac",
     **fit_kwargs,
@@ -379,6 +381,9 @@ def fit_mosaic_anndata(
         ``.obs["<key>_cluster"]`` (the recommended clusters, the same names in every batch and modality),
         ``.obs["<key>_column"]``, ``.obs["<key>_empty"]``, ``.varm["<key>_C"]``, ``.uns["<key>"]`` (layout, S per
         block, loss history, convergence, the column merge).
+    obsm_key, varm_key : str, optional
+        Names of the memberships in ``.obsm`` / ``.varm`` (default ``X_<key>`` and ``<key>_C``;
+        ``fastjmt.tl.jmt_mosaic`` passes ``key`` itself); the program activities go to ``obsm_key + "_programs"``.
     **fit_kwargs
         Options of :func:`fastjmt.fit_mosaic`.
 
@@ -466,6 +471,8 @@ def fit_mosaic_anndata(
             continue
         warnings.warn(w.message, w.category, stacklevel=2)
 
+    obsm_key = f"X_{key}" if obsm_key is None else obsm_key
+    varm_key = f"{key}_C" if varm_key is None else varm_key
     labels, columns = res.labels, res.columns
     n_cl = int(max(lab.max() for lab in labels.values())) + 1
     names = [f"{key}_{i}" for i in range(n_cl)]
@@ -490,8 +497,8 @@ def fit_mosaic_anndata(
             ok = labels[k] >= 0
             cluster[idx[ok]] = np.asarray(names, dtype=object)[labels[k][ok]]
             column[idx[ok]] = np.asarray(col_names, dtype=object)[columns[k][ok]]
-        ad.obsm[f"X_{key}"] = C
-        ad.obsm[f"X_{key}_programs"] = P
+        ad.obsm[obsm_key] = C
+        ad.obsm[f"{obsm_key}_programs"] = P
         ad.obs[f"{key}_cluster"] = pd.Categorical(cluster, categories=names)
         ad.obs[f"{key}_column"] = pd.Categorical(column, categories=col_names)
         empty = np.zeros(ad.n_obs, dtype=bool)
@@ -499,6 +506,6 @@ def fit_mosaic_anndata(
             if rows[k][which].size:
                 empty[rows[k][which]] = res.empty[k]
         ad.obs[f"{key}_empty"] = empty
-        ad.varm[f"{key}_C"] = Cf
+        ad.varm[varm_key] = Cf
         ad.uns[key] = dict(uns)
     return res

@@ -1,4 +1,5 @@
-"""scanpy-style tools: ``fastjmt.tl.jmt`` fits and writes into the AnnData objects, ``jmt_transform`` maps new cells.
+"""scanpy-style tools: ``fastjmt.tl.jmt`` fits and writes into the AnnData objects, ``jmt_transform`` maps new cells,
+``jmt_mosaic`` fits batches of paired and unpaired cells (:func:`fastjmt.fit_mosaic`).
 
 As scanpy's ``tl`` functions: results under a key the caller chooses
 (``key_added``), in place by default, or on copies that are returned
@@ -27,7 +28,7 @@ import warnings
 
 import numpy as np
 
-from .adata import _split, fit_anndata, result_from_anndata
+from .adata import _split, fit_anndata, fit_mosaic_anndata, result_from_anndata
 
 
 def _pair(data, mod_rna, mod_atac):
@@ -71,6 +72,52 @@ def jmt(data, *, n_shared: int, n_rna_only: int = 0, n_atac_only: int = 0, key_a
         warnings.simplefilter("always")
         fit_anndata(rna_ad, atac_ad, n_shared=n_shared, n_rna_only=n_rna_only, n_atac_only=n_atac_only,
                     key=key_added, obsm_key=key_added, varm_key=key_added, **kwargs)
+    for w in caught:  # re-issued at the caller's line
+        warnings.warn(w.message, w.category, stacklevel=2)
+    return data if copy else None
+
+
+def jmt_mosaic(data, *, batch_key: str, n_shared: int, private: dict | None = None, key_added: str = "jmt",
+               copy: bool = False, mod_rna: str = "rna", mod_atac: str = "atac", **kwargs):
+    """Fit a mosaic (:func:`fastjmt.fit_mosaic`) on a MuData or a pair ``(rna, atac)`` of AnnData with a batch column.
+
+    Parameters
+    ----------
+    data : MuData or tuple of AnnData
+        Every cell with RNA and every cell with ATAC; ``.obs[batch_key]`` (of each modality, or of the MuData)
+        names each cell's batch; a batch in both modalities is paired (the same ``obs_names``).
+    batch_key : str
+        The batch column.
+    n_shared, private
+        As in :func:`fastjmt.fit_mosaic`.
+    key_added : str
+        Key of every result, as for :func:`jmt` (``.obsm[key_added]``, ``.obsm[key_added + "_programs"]``,
+        ``.obs[key_added + "_cluster"]``, ``.varm[key_added]``, ``.uns[key_added]``).
+    copy : bool
+        Work on copies and return them; otherwise write in place and return None.
+    **kwargs
+        Passed to :func:`fastjmt.adata.fit_mosaic_anndata` (``gene_activity``, ``genes``, layers) and on to
+        :func:`fastjmt.fit_mosaic`.
+
+    Returns
+    -------
+    None, or the copies when ``copy``.
+
+    Raises
+    ------
+    The errors of :func:`fastjmt.adata.fit_mosaic_anndata`, before anything is written.
+    """
+    if copy:
+        data = data.copy() if not isinstance(data, (tuple, list)) else type(data)(ad.copy() for ad in data)
+    if isinstance(data, (tuple, list)):
+        rna_ad, atac_ad, _ = _pair(data, mod_rna, mod_atac)
+        args = (rna_ad, atac_ad)
+    else:
+        args = (data, None)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fit_mosaic_anndata(*args, batch_key=batch_key, n_shared=n_shared, private=private, key=key_added,
+                           obsm_key=key_added, varm_key=key_added, mod_rna=mod_rna, mod_atac=mod_atac, **kwargs)
     for w in caught:  # re-issued at the caller's line
         warnings.warn(w.message, w.category, stacklevel=2)
     return data if copy else None

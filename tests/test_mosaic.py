@@ -316,3 +316,25 @@ def test_mosaic_from_a_mudata_with_the_batch_column_in_its_obs():
     assert sorted(res.batches) == ["atac", "multiome", "rna"]
     assert res.memberships["multiome"].shape == (100, 3)
     assert mdata.mod["atac"].obsm["X_jmt"].shape == (200, 3)
+
+
+def test_tl_jmt_mosaic_writes_under_key_added_and_copies():
+    ad = pytest.importorskip("anndata")
+    import fastjmt.tl
+
+    d = fastjmt.simulate_mosaic({"m": "paired", "a": "atac"}, n_cells=90, n_genes=80, n_regions=240, n_shared=3,
+                                random_state=6)
+    rna = ad.AnnData(d.batches["m"]["rna"].tocsr())
+    rna.obs_names = [f"m{i}" for i in range(90)]
+    rna.obs["batch"] = "m"
+    atac = ad.AnnData(sp.vstack([d.batches["m"]["atac"], d.batches["a"]["atac"]], format="csr"))
+    atac.obs_names = [f"m{i}" for i in range(90)] + [f"a{i}" for i in range(90)]
+    atac.obs["batch"] = ["m"] * 90 + ["a"] * 90
+    out = fastjmt.tl.jmt_mosaic((rna, atac), batch_key="batch", n_shared=3, key_added="mo", copy=True,
+                                gene_activity=d.gene_activity, random_state=0, n_threads=1)
+    assert "mo" not in rna.obsm and "mo" not in atac.obsm  # copy=True leaves the inputs alone
+    r2, a2 = out
+    assert r2.obsm["mo"].shape == (90, 3) and a2.obsm["mo_programs"].shape == (180, 3)
+    assert a2.varm["mo"].shape == (240, 3) and "mo_cluster" in a2.obs and a2.uns["mo"]["batches"]
+    cl = dict(zip(a2.obs_names, a2.obs["mo_cluster"]))
+    assert all(cl[n] == c for n, c in zip(r2.obs_names, r2.obs["mo_cluster"]))
