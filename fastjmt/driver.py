@@ -420,9 +420,12 @@ class RunState:
 
         :meth:`unpack` reads both back; :mod:`fastjmt.checkpoint` writes them to a file.
         """
-        for m in MODALITIES:
-            for name in Factors.FIELDS:
-                arrays[f"{prefix}/{m}/{name}"] = getattr(self.params[m], name)
+        if isinstance(self.params, MosaicParams):
+            self.params.pack(prefix, arrays)
+        else:
+            for m in MODALITIES:
+                for name in Factors.FIELDS:
+                    arrays[f"{prefix}/{m}/{name}"] = getattr(self.params[m], name)
         arrays[f"{prefix}/history"] = np.asarray(self.history, dtype=np.float64)
         if self.snapshot is not None:
             for i, lab in enumerate(self.snapshot.labels):
@@ -431,9 +434,10 @@ class RunState:
             for i, S in enumerate(self.snapshot.S):
                 arrays[f"{prefix}/snapshot/S{i}"] = S
         for key, (M, V) in self.stepper.state.items():
-            arrays[f"{prefix}/adam/{key}/M"] = M
-            arrays[f"{prefix}/adam/{key}/V"] = V
+            arrays[f"{prefix}/adam/{_adam_name(self.stepper, key)}/M"] = M
+            arrays[f"{prefix}/adam/{_adam_name(self.stepper, key)}/V"] = V
         return {
+            "snapshot_sizes": None if self.snapshot is None else [len(self.snapshot.labels), len(self.snapshot.S)],
             "seed": int(self.seed),
             "it": int(self.it),
             "calm": int(self.calm),
@@ -454,14 +458,19 @@ class RunState:
         }
 
     @classmethod
-    def unpack(cls, meta: dict, arrays, prefix: str, sched: Schedule) -> "RunState":
-        """A state back from :meth:`pack`'s scalars ``meta`` and ``arrays``."""
-        params = {m: Factors(*(np.array(arrays[f"{prefix}/{m}/{name}"]) for name in Factors.FIELDS))
-                  for m in MODALITIES}
+    def unpack(cls, meta: dict, arrays, prefix: str, sched: Schedule, like=None) -> "RunState":
+        """A state back from :meth:`pack`'s scalars ``meta`` and ``arrays``; ``like``: a mosaic's
+        :class:`MosaicParams` whose layout the stored ones have (None: a two-matrix fit)."""
+        if like is not None:
+            params = MosaicParams.unpack(arrays, prefix, like)
+        else:
+            params = {m: Factors(*(np.array(arrays[f"{prefix}/{m}/{name}"]) for name in Factors.FIELDS))
+                      for m in MODALITIES}
         stepper = _Stepper(sched, params)
         for key in stepper.state:
-            stepper.state[key] = (np.array(arrays[f"{prefix}/adam/{key}/M"]),
-                                  np.array(arrays[f"{prefix}/adam/{key}/V"]))
+            name = _adam_name(stepper, key)
+            stepper.state[key] = (np.array(arrays[f"{prefix}/adam/{name}/M"]),
+                                  np.array(arrays[f"{prefix}/adam/{name}/V"]))
         stepper.steps = dict(meta["steps"])
         stepper.lr = float(meta["lr"])
         stepper.lr_max = float(meta.get("lr_max", sched.learning_rate))
@@ -470,14 +479,23 @@ class RunState:
         history = [list(row) for row in np.asarray(arrays[f"{prefix}/history"])]
         snapshot = None
         if meta.get("snapshot_loss") is not None:  # checkpoints of the stop="answer" rule
-            labels = [f"{prefix}/snapshot/labels{i}" for i in range(4)]
+            n_labels, n_S = meta.get("snapshot_sizes") or (4, 2)
+            labels = [f"{prefix}/snapshot/labels{i}" for i in range(n_labels)]
             snapshot = Snapshot([np.array(arrays[k]) if k in arrays else None for k in labels],
-                                [np.array(arrays[f"{prefix}/snapshot/S{i}"]) for i in range(2)], meta["snapshot_loss"])
+                                [np.array(arrays[f"{prefix}/snapshot/S{i}"]) for i in range(n_S)],
+                                meta["snapshot_loss"])
         return cls(meta["seed"], params, stepper, rng, history, it=meta["it"], calm=meta["calm"],
                    undone=meta["undone"], prev=meta["prev"], converged=meta["converged"], stopped=meta["stopped"],
                    interrupted=meta["interrupted"], seconds=meta["seconds"], snapshot=snapshot,
                    kept=int(meta.get("kept", 0)), change=tuple(meta.get("change", ())),
                    stop_reason=meta.get("stop_reason", ""))
+
+
+def _adam_name(stepper: "_Stepper", key: str) -> str:
+    """The name of a block's optimiser state in a checkpoint: its key for the two-matrix fit's blocks
+    (``Z_atac`` …), its position for a mosaic's (batch names may hold any character)."""
+    two_matrix = key in ("Z_atac", "Z_rna", "S_atac", "S_rna", "Zf_atac", "Zf_rna") and len(stepper.steps) == 6
+    return key if two_matrix else f"block{list(stepper.steps).index(key)}"
 
 
 def start_run(problem: Problem, sched: Schedule, n_shared: int, n_rna_only: int, n_atac_only: int,
@@ -581,6 +599,11 @@ class MosaicEngine(InMemory):
 
     def epoch(self, state: "RunState", it: int) -> dict:
         return block_epoch(self.mosaic, state.params, self.sched, state.stepper, state.rng, it)
+
+    def params_layout(self) -> MosaicParams:
+        """The names and order of the batches, modalities and blocks (what a checkpoint is read into)."""
+        return MosaicParams({k: None for k in self.mosaic.batches}, {m: None for m in self.mosaic.modalities()},
+                            {b.name: None for b in self.mosaic.blocks})
 
     def snapshot(self, state: "RunState", loss: float) -> Snapshot:
         mp = state.params
@@ -737,9 +760,10 @@ def fit_restarts(problem: Problem, sched: Schedule, layout: tuple, seeds: list, 
         meta, arrays = ckpt.load(resume)
         ckpt.check_fingerprint(meta, fingerprint, resume)
         r0, losses = int(meta["restart"]), list(meta["losses"])
-        best = RunState.unpack(meta["best"], arrays, "best", sched) if meta["best"] is not None else None
+        like = engine.params_layout() if hasattr(engine, "params_layout") else None
+        best = RunState.unpack(meta["best"], arrays, "best", sched, like) if meta["best"] is not None else None
         if meta["current"] is not None:
-            cur = RunState.unpack(meta["current"], arrays, "current", sched)
+            cur = RunState.unpack(meta["current"], arrays, "current", sched, like)
             cur.interrupted = False
         engine.load_cells(meta.get("cells"), {"best": best, "current": cur})
         logger.info("resuming from %s: restart %d, epoch %d", resume, r0 + 1, cur.it if cur else 0)

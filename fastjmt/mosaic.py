@@ -30,9 +30,6 @@ __all__ = ["fit_mosaic", "MosaicResult"]
 _NOT_FOR_MOSAIC = {
     "n_rna_only": "give each batch's private clusters as private={batch: n}",
     "n_atac_only": "give each batch's private clusters as private={batch: n}",
-    "checkpoint": "mosaic fits do not write checkpoints yet",
-    "checkpoint_every": "mosaic fits do not write checkpoints yet",
-    "resume": "mosaic fits do not write checkpoints yet",
     "client": "mosaic fits run in memory (Dask inputs: fastjmt.fit)",
     "persist": "mosaic fits run in memory (Dask inputs: fastjmt.fit)",
     "out": "mosaic fits run in memory (Dask inputs: fastjmt.fit)",
@@ -288,7 +285,8 @@ def fit_mosaic(batches: dict, gene_activity, *, n_shared: int, private: Optional
         Any option of :func:`fastjmt.fit` (weights ``a1`` … ``a6``, ``max_iter``, ``stop``, ``init``,
         ``learning_rate``, ``batch_cells``, ``random_state``, ``n_init``, ``n_threads``, ``dtype``,
         ``preprocess``, ``resolution``, ``low_memory``, ``verbose``, ``callback``, …) with the same
-        defaults and meaning, except checkpoints and Dask options (a clear error). ``a1`` weighs every
+        defaults and meaning (``checkpoint``, ``checkpoint_every`` and ``resume`` too), except the Dask
+        options (a clear error). ``a1`` weighs every
         ATAC block, ``a2`` every RNA block, each a mean over its own entries. ``callback(it, terms, params)``
         gets a :class:`fastjmt.problem.MosaicParams` as ``params`` (``params.cells[batch].C``,
         ``params.features["rna"].Cf``, ``params.blocks[...]``), not the two-matrix dict.
@@ -427,9 +425,28 @@ def _run(prep: _PreparedMosaic, opts):
                                  opts.init_scale, opts.weights, opts.low_memory)
 
     engine = MosaicEngine(prep.mosaic, sched, start)
+    seeds = _seeds(opts)
+    fingerprint = _fingerprint(prep, opts, seeds)
     with _verbose_logging(opts), fit_threads(resolve_n_threads(opts.n_threads)), \
             _ctrl_c_finishes_epoch() as interrupted:
-        return fit_restarts(None, sched, None, _seeds(opts), {}, should_stop=interrupted.is_set, engine=engine)
+        return fit_restarts(None, sched, None, seeds, fingerprint, checkpoint=opts.checkpoint,
+                            checkpoint_every=opts.checkpoint_every, resume=opts.resume,
+                            should_stop=interrupted.is_set, engine=engine)
+
+
+def _fingerprint(prep: _PreparedMosaic, opts, seeds: list) -> dict:
+    """What a checkpoint of this mosaic must match: every block's prepared matrix (shape, nonzeros, sums) and the
+    gene activity's, the batches and their layout, weights, dtype, the options that change the fit, the seeds."""
+    from .api import _fingerprint_options
+    from .checkpoint import fingerprint_of
+
+    blocks = prep.mosaic.blocks
+    mats = [prep.matrices[b.name] for b in blocks] + [prep.A]
+    sums = [x for b in blocks for x in (b.data.sq_norm, float(b.data.row_sums.sum()))]
+    layout = [prep.n_shared, [[k, n] for k, n in prep.private.items()],
+              [[b.batch, b.modality] for b in blocks]]
+    return fingerprint_of([list(M.shape) for M in mats], [int(M.nnz) for M in mats], sums, layout, opts.weights,
+                          opts.dtype, _fingerprint_options(opts), seeds)
 
 
 def _result(prep: _PreparedMosaic, outcome, opts, t_start: float) -> MosaicResult:

@@ -193,6 +193,27 @@ class MosaicParams:
                             {k: dup(v) for k, v in self.features.items()},
                             {k: dup(v) for k, v in self.blocks.items()})
 
+    def pack(self, prefix: str, arrays: dict) -> None:
+        """Every array into ``arrays`` under ``prefix``, by position (batch names may hold any character)."""
+        for i, v in enumerate(self.cells.values()):
+            arrays[f"{prefix}/cells{i}/Z"], arrays[f"{prefix}/cells{i}/C"] = v.Z, v.C
+        for m, v in self.features.items():
+            for name in ("Zf", "Cf", "c"):
+                arrays[f"{prefix}/features/{m}/{name}"] = getattr(v, name)
+        for i, v in enumerate(self.blocks.values()):
+            arrays[f"{prefix}/blocks{i}/S"], arrays[f"{prefix}/blocks{i}/b"] = v.S, v.b
+
+    @classmethod
+    def unpack(cls, arrays, prefix: str, like: "MosaicParams") -> "MosaicParams":
+        """:meth:`pack`'s arrays back, in the layout (names and order) of ``like``."""
+        def get(key):
+            return np.array(arrays[f"{prefix}/{key}"])
+
+        return cls({k: Cells(get(f"cells{i}/Z"), get(f"cells{i}/C")) for i, k in enumerate(like.cells)},
+                   {m: Features(get(f"features/{m}/Zf"), get(f"features/{m}/Cf"), get(f"features/{m}/c"))
+                    for m in like.features},
+                   {k: BlockFactors(get(f"blocks{i}/S"), get(f"blocks{i}/b")) for i, k in enumerate(like.blocks)})
+
     def arrays(self) -> dict:
         """The stepped blocks by optimiser key: ``Z_<batch>``, ``S_<block>``, ``Zf_<modality>``."""
         out = {"Z_" + k: v.Z for k, v in self.cells.items()}

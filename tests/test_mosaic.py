@@ -221,8 +221,8 @@ def test_bad_inputs_name_the_argument():
         fastjmt.fit_mosaic({"r": {"rna": d.rna}, "a": {"atac": d.rna}}, A, n_shared=2)
     with pytest.raises(ValueError, match="private names batches that are not in batches"):
         fastjmt.fit_mosaic({"r": {"rna": d.rna}, "a": {"atac": d.atac}}, A, n_shared=2, private={"x": 1})
-    with pytest.raises(TypeError, match="does not take checkpoint"):
-        fastjmt.fit_mosaic({"r": {"rna": d.rna}, "a": {"atac": d.atac}}, A, n_shared=2, checkpoint="x")
+    with pytest.raises(TypeError, match="does not take persist"):
+        fastjmt.fit_mosaic({"r": {"rna": d.rna}, "a": {"atac": d.atac}}, A, n_shared=2, persist=True)
     with pytest.raises(TypeError, match="unexpected option 'n_sharde'"):
         fastjmt.fit_mosaic({"r": {"rna": d.rna}, "a": {"atac": d.atac}}, A, n_shared=2, n_sharde=3)
     with pytest.raises(ValueError, match=r"dict with \"rna\" and/or \"atac\""):
@@ -338,3 +338,43 @@ def test_tl_jmt_mosaic_writes_under_key_added_and_copies():
     assert a2.varm["mo"].shape == (240, 3) and "mo_cluster" in a2.obs and a2.uns["mo"]["batches"]
     cl = dict(zip(a2.obs_names, a2.obs["mo_cluster"]))
     assert all(cl[n] == c for n, c in zip(r2.obs_names, r2.obs["mo_cluster"]))
+
+
+def _mosaic_fit(d, **kw):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return fastjmt.fit_mosaic(d.batches, d.gene_activity, n_shared=d.n_shared, private=d.private,
+                                  **dict(dict(max_iter=20, tol=0.0, n_init=2, random_state=5, dtype=np.float64,
+                                              batch_cells=0.7, n_threads=1), **kw))
+
+
+@pytest.mark.parametrize("stop_at", [12, 20 + 8])  # inside the first restart / inside the second
+def test_mosaic_checkpoint_resume_equals_the_uninterrupted_fit(tmp_path, stop_at):
+    """A paired batch, private columns, mini-batches and two restarts: cut by the callback after a checkpoint,
+    resumed from it, the same factors, losses and labels as one straight fit; other data is refused."""
+    d = fastjmt.simulate_mosaic(n_cells=80, n_genes=60, n_regions=150, n_shared=2, private={"rna": 1},
+                                random_state=3)
+    straight = _mosaic_fit(d)
+    path = tmp_path / "mosaic.npz"
+    count = []
+
+    def stop(it, terms, params):
+        count.append(it)
+        return len(count) == stop_at
+
+    cut = _mosaic_fit(d, checkpoint=path, checkpoint_every=5, callback=stop)
+    assert cut.n_iter < 20 or cut.restart_losses.size == 2
+    resumed = _mosaic_fit(d, resume=path)
+    for k in straight.batches:
+        np.testing.assert_array_equal(resumed.memberships[k], straight.memberships[k])
+        for m in straight.S[k]:
+            np.testing.assert_array_equal(resumed.S[k][m], straight.S[k][m])
+    np.testing.assert_array_equal(resumed.C_regions, straight.C_regions)
+    np.testing.assert_array_equal(resumed.loss_history, straight.loss_history)
+    np.testing.assert_array_equal(resumed.restart_losses, straight.restart_losses)
+    other = fastjmt.simulate_mosaic(n_cells=80, n_genes=60, n_regions=150, n_shared=2, private={"rna": 1},
+                                    random_state=4)
+    with pytest.raises(fastjmt.CheckpointError, match="other data or options"):
+        _mosaic_fit(other, resume=path)
