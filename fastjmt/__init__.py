@@ -24,6 +24,7 @@ _LAZY = {
     "DEFAULT_WEIGHTS": "options",
     "CheckpointError": "errors",
     "JMT": "estimator",
+    "JMTMosaic": "estimator",
     "JMTResult": "api",
     "KSelection": "model_selection",
     "LinkCoverageWarning": "errors",

@@ -314,3 +314,96 @@ def _same(a, b) -> bool:
         return bool(a == b) if not isinstance(a, np.ndarray) else False
     except Exception:
         return False
+
+
+#: the mosaic estimator's parameters: n_shared, private and every option fastjmt.fit_mosaic takes
+MOSAIC_PARAMS = ("n_shared", "private") + tuple(
+    p for p in PARAMS if p not in ("n_shared", "n_rna_only", "n_atac_only", "client", "persist", "out",
+                                   "start_cells"))
+
+#: fitted attributes copied from the MosaicResult (each with a trailing underscore)
+_MOSAIC_ATTRS = ("batches", "memberships", "programs", "S", "b", "C_genes", "C_regions", "b_genes", "b_regions",
+                 "labels", "columns", "column_clusters", "loss_history", "n_iter", "converged", "stop_reason",
+                 "seed", "link_coverage", "empty")
+
+
+class JMTMosaic:
+    """:func:`fastjmt.fit_mosaic` as an estimator: ``JMTMosaic(n_shared=15).fit(batches, gene_activity)``.
+
+    Parameters
+    ----------
+    n_shared, private
+        As in :func:`fastjmt.fit_mosaic`.
+    **options
+        Any option :func:`fastjmt.fit_mosaic` takes, with its default (:data:`MOSAIC_PARAMS`); stored under
+        its own name as given and checked when :meth:`fit` runs (scikit-learn's rule). Unlike :class:`JMT`,
+        the options come as keywords rather than named ``__init__`` arguments; :meth:`get_params` and
+        :meth:`set_params` cover all of them.
+
+    Attributes
+    ----------
+    result_ : MosaicResult
+        The whole fit.
+    labels_, memberships_, columns_, programs_, S_, b_ : dict
+        Per batch, as the :class:`fastjmt.MosaicResult` attributes of the same name; likewise ``C_genes_``,
+        ``C_regions_``, ``b_genes_``, ``b_regions_``, ``column_clusters_``, ``loss_history_``, ``n_iter_``,
+        ``converged_``, ``stop_reason_``, ``seed_``, ``link_coverage_``, ``empty_``, ``batches_``.
+
+    Notes
+    -----
+    There is no ``transform`` yet: new cells are not mapped onto a mosaic model.
+    """
+
+    def __init__(self, n_shared=DEFAULTS.n_shared, private=None, **options):
+        unknown = sorted(set(options) - set(MOSAIC_PARAMS))
+        if unknown:
+            raise TypeError(f"JMTMosaic got an unexpected parameter {unknown[0]!r}; valid parameters: "
+                            f"{', '.join(MOSAIC_PARAMS)}")
+        self.n_shared = n_shared
+        self.private = private
+        for name in MOSAIC_PARAMS[2:]:
+            setattr(self, name, options.get(name, getattr(DEFAULTS, name)))
+
+    def get_params(self, deep: bool = True) -> dict:
+        """The parameters, as given (``deep`` is accepted and ignored)."""
+        return {name: getattr(self, name) for name in MOSAIC_PARAMS}
+
+    def set_params(self, **params) -> "JMTMosaic":
+        """Set parameters by name; an unknown name raises ``ValueError`` naming the valid ones."""
+        for name, value in params.items():
+            if name not in MOSAIC_PARAMS:
+                raise ValueError(f"invalid parameter {name!r} for JMTMosaic; valid parameters: "
+                                 f"{', '.join(MOSAIC_PARAMS)}")
+            setattr(self, name, value)
+        return self
+
+    def __sklearn_clone__(self) -> "JMTMosaic":
+        """scikit-learn's ``clone``: an unfitted copy with deep copies of the parameters."""
+        import copy
+
+        return type(self)(**copy.deepcopy(self.get_params()))
+
+    def __sklearn_is_fitted__(self) -> bool:
+        return getattr(self, "result_", None) is not None
+
+    def __repr__(self) -> str:
+        changed = [f"{k}={v!r}" for k, v in self.get_params().items()
+                   if k == "n_shared" or k == "private" and v or k not in ("n_shared", "private")
+                   and not _same(v, getattr(DEFAULTS, k))]
+        return f"JMTMosaic({', '.join(changed)})"
+
+    def fit(self, batches, gene_activity, y=None) -> "JMTMosaic":
+        """Fit the mosaic ``batches`` (as :func:`fastjmt.fit_mosaic`) and set the fitted attributes; returns
+        ``self``. The errors are those of :func:`fastjmt.fit_mosaic`; ``y`` is ignored."""
+        from .mosaic import fit_mosaic
+
+        params = self.get_params()
+        result = fit_mosaic(batches, gene_activity, **params)
+        self.result_ = result
+        for name in _MOSAIC_ATTRS:
+            setattr(self, name + "_", getattr(result, name))
+        return self
+
+    def fit_transform(self, batches, gene_activity, y=None) -> dict:
+        """Fit, then each batch's memberships (``memberships_``)."""
+        return self.fit(batches, gene_activity).memberships_

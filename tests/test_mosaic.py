@@ -378,3 +378,26 @@ def test_mosaic_checkpoint_resume_equals_the_uninterrupted_fit(tmp_path, stop_at
                                     random_state=4)
     with pytest.raises(fastjmt.CheckpointError, match="other data or options"):
         _mosaic_fit(other, resume=path)
+
+
+def test_mosaic_estimator_follows_the_function():
+    d = fastjmt.simulate_mosaic(n_cells=90, n_genes=80, n_regions=240, n_shared=3, private={"atac": 1},
+                                random_state=8)
+    est = fastjmt.JMTMosaic(n_shared=3, private={"atac": 1}, random_state=0, n_threads=1)
+    assert est.get_params()["private"] == {"atac": 1} and est.get_params()["max_iter"] == 300
+    assert est.set_params(max_iter=200) is est and est.max_iter == 200
+    with pytest.raises(ValueError, match="invalid parameter 'n_rna_only'"):
+        est.set_params(n_rna_only=1)
+    with pytest.raises(TypeError, match="unexpected parameter 'client'"):
+        fastjmt.JMTMosaic(n_shared=3, client=None)
+    assert not est.__sklearn_is_fitted__()
+    assert est.fit(d.batches, d.gene_activity) is est
+    direct = fastjmt.fit_mosaic(d.batches, d.gene_activity, n_shared=3, private={"atac": 1}, random_state=0,
+                                n_threads=1, max_iter=200)
+    for k in direct.batches:
+        np.testing.assert_array_equal(est.labels_[k], direct.labels[k])
+        np.testing.assert_array_equal(est.memberships_[k], direct.memberships[k])
+    assert est.batches_ == direct.batches and est.C_regions_.shape == (240, 4)
+    clone = est.__sklearn_clone__()
+    assert clone.get_params() == est.get_params() and not clone.__sklearn_is_fitted__()
+    assert "private={'atac': 1}" in repr(est)
