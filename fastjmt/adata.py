@@ -373,7 +373,8 @@ def fit_mosaic_anndata(
     batch_key : str
         The ``.obs`` column of the batches.
     n_shared, private
-        As in :func:`fastjmt.fit_mosaic`.
+        As in :func:`fastjmt.fit_mosaic` (batch names are the column's values as strings; ``private``'s keys are
+        read as strings too, so ``{2: 1}`` names batch ``"2"``).
     gene_activity, genes, promoter, max_distance, decay, rna_layer, atac_layer, gene_key, mod_rna, mod_atac
         As in :func:`fit_anndata`.
     key : str
@@ -416,6 +417,10 @@ def fit_mosaic_anndata(
         if batch_key in ad.obs:
             values = ad.obs[batch_key]
         elif mdata is not None and batch_key in mdata.obs:  # muon keeps shared columns in the MuData's .obs
+            if not mdata.obs_names.is_unique:
+                dup = mdata.obs_names[mdata.obs_names.duplicated()]
+                raise ValueError(f"the MuData's obs_names repeat ({list(dup[:3])}), so its .obs[{batch_key!r}] "
+                                 "cannot be matched to the cells; make them unique (obs_names_make_unique)")
             values = mdata.obs[batch_key].reindex(ad.obs_names)
         else:
             raise KeyError(f"{name}.obs has no column {batch_key!r} (batch_key); its columns are {list(ad.obs)}")
@@ -462,6 +467,8 @@ def fit_mosaic_anndata(
                                       "if they are the same cells, give them the same batch name so that they are "
                                       "fitted as paired", UserWarning, stacklevel=2)
         batches[k] = {m: X[idx] for m, X, idx in (("rna", G, r_idx), ("atac", R, a_idx)) if idx.size}
+    if isinstance(private, dict):  # batch names come from the column as strings: so may private's keys
+        private = {str(k): v for k, v in private.items()}
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         res = fit_mosaic(batches, A, n_shared=n_shared, private=private, **fit_kwargs)

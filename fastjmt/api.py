@@ -669,6 +669,8 @@ def _run(prep: _Prepared, opts: FitOptions, threads: int):
     seeds = _seeds(opts)
     fingerprint = ckpt.fingerprint(prep.matrices, prep.problem, opts.layout, opts.weights, opts.dtype,
                                    _fingerprint_options(opts), seeds)
+    if opts.checkpoint is not None or opts.resume is not None:  # the inputs' contents, not only their sums
+        fingerprint["digest"] = ckpt.digest(prep.matrices)
     with _verbose_logging(opts), fit_threads(threads), _ctrl_c_finishes_epoch() as interrupted:
         return fit_restarts(prep.problem, schedule_of(opts), opts.layout, seeds, fingerprint,
                             checkpoint=opts.checkpoint, checkpoint_every=opts.checkpoint_every, resume=opts.resume,

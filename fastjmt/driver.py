@@ -237,6 +237,17 @@ def _other_sides(mosaic: Mosaic, mp: MosaicParams, eps: dict, blk: Block) -> lis
     return out
 
 
+def _col_sums(mosaic: Mosaic, m: str):
+    """:func:`objective.weighted_col_sums` of modality ``m``'s blocks, kept on the mosaic: the data's, fixed
+    during the fit (None for one block, whose closed form needs none)."""
+    blocks = mosaic.blocks_of_modality(m)
+    if len(blocks) == 1:
+        return None
+    if ("col_sums", m) not in mosaic.cache:
+        mosaic.cache[("col_sums", m)] = obj.weighted_col_sums([b.data for b in blocks])
+    return mosaic.cache[("col_sums", m)]
+
+
 def _cell_and_S_step(mosaic: Mosaic, mp: MosaicParams, batch: str, eps: dict, step: "_Stepper", it: int):
     """Gradient steps on one batch's cell logits (shared by its blocks) and on each block's S, then the
     closed-form biases of each block (b, then the modality's c)."""
@@ -271,7 +282,8 @@ def _cell_and_S_step(mosaic: Mosaic, mp: MosaicParams, batch: str, eps: dict, st
         U = obj.cell_factor(cells.C, bf.S)
         bf.b[:] = obj.cell_bias(mod, U, sv if ep.batch.full else obj.side_stats(feat.Cf, feat.c))
         last = obj.side_stats(U, bf.b)
-        feat.c[:] = obj.feature_bias([(mod, last)] + _other_sides(mosaic, mp, eps, blk), feat.Cf)
+        parts = [(mod, last)] + _other_sides(mosaic, mp, eps, blk)
+        feat.c[:] = obj.feature_bias(parts, feat.Cf, _col_sums(mosaic, blk.modality))
         ep.cell_side = last if ep.batch.full else None
 
 
@@ -302,13 +314,14 @@ def _feature_step(mosaic: Mosaic, mp: MosaicParams, m: str, eps: dict, step: "_S
     if not full:  # features first over every cell: c, then each block's b
         sides = [(blk.data, obj.side_stats(obj.cell_factor(mp.cells[blk.batch].C, mp.blocks[blk.name].S),
                                            mp.blocks[blk.name].b)) for blk in blocks]
-        feat.c[:] = obj.feature_bias(sides, feat.Cf)
+        feat.c[:] = obj.feature_bias(sides, feat.Cf, _col_sums(mosaic, m))
         sv = obj.side_stats(feat.Cf, feat.c)
         for blk in blocks:
             bf = mp.blocks[blk.name]
             bf.b[:] = obj.cell_bias(blk.data, obj.cell_factor(mp.cells[blk.batch].C, bf.S), sv)
         return None
-    feat.c[:] = obj.feature_bias([(blk.data, su) for blk, (_, _, su) in zip(blocks, parts)], feat.Cf)
+    feat.c[:] = obj.feature_bias([(blk.data, su) for blk, (_, _, su) in zip(blocks, parts)], feat.Cf,
+                                 _col_sums(mosaic, m))
     sv = obj.side_stats(feat.Cf, feat.c)  # at the new point
     recon = {}
     for blk, (bs, XtU, su) in zip(blocks, parts):
@@ -764,7 +777,7 @@ def fit_restarts(problem: Problem, sched: Schedule, layout: tuple, seeds: list, 
         best = RunState.unpack(meta["best"], arrays, "best", sched, like) if meta["best"] is not None else None
         if meta["current"] is not None:
             cur = RunState.unpack(meta["current"], arrays, "current", sched, like)
-            cur.interrupted = False
+            cur.interrupted = cur.stopped = False  # resuming means going on, after Ctrl-C or a callback's stop
         engine.load_cells(meta.get("cells"), {"best": best, "current": cur})
         logger.info("resuming from %s: restart %d, epoch %d", resume, r0 + 1, cur.it if cur else 0)
 
@@ -789,13 +802,13 @@ def fit_restarts(problem: Problem, sched: Schedule, layout: tuple, seeds: list, 
             cur = engine.start(seeds[r])
 
         def on_epoch(state, r=r):
-            if checkpoint_every and state.it % checkpoint_every == 0 and not state.interrupted:
+            if checkpoint_every and state.it % checkpoint_every == 0 and not (state.interrupted or state.stopped):
                 write(r, state)
 
         advance(problem, sched, cur, should_stop, on_epoch, engine)
-        if cur.interrupted:
-            write(r, cur)  # resumable: this restart goes on from here
-            interrupted = True
+        if cur.interrupted or cur.stopped:
+            write(r, cur)  # resumable: this restart goes on from here (the state of a whole epoch)
+            interrupted = interrupted or cur.interrupted
         final = cur.history[-1][-1]
         losses.append(final)
         if sched.verbose:

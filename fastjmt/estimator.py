@@ -386,6 +386,10 @@ class JMTMosaic:
     def __sklearn_is_fitted__(self) -> bool:
         return getattr(self, "result_", None) is not None
 
+    def __sklearn_tags__(self):
+        """scikit-learn's tags, as :class:`JMT`'s (imported only when scikit-learn asks)."""
+        return JMT.__sklearn_tags__(self)
+
     def __repr__(self) -> str:
         changed = [f"{k}={v!r}" for k, v in self.get_params().items()
                    if k == "n_shared" or k == "private" and v or k not in ("n_shared", "private")

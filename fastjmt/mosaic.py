@@ -445,8 +445,14 @@ def _fingerprint(prep: _PreparedMosaic, opts, seeds: list) -> dict:
     sums = [x for b in blocks for x in (b.data.sq_norm, float(b.data.row_sums.sum()))]
     layout = [prep.n_shared, [[k, n] for k, n in prep.private.items()],
               [[b.batch, b.modality] for b in blocks]]
-    return fingerprint_of([list(M.shape) for M in mats], [int(M.nnz) for M in mats], sums, layout, opts.weights,
-                          opts.dtype, _fingerprint_options(opts), seeds)
+    from .checkpoint import digest
+
+    out = fingerprint_of([list(M.shape) for M in mats], [int(M.nnz) for M in mats], sums, layout, opts.weights,
+                         opts.dtype, _fingerprint_options(opts), seeds)
+    out["kind"] = "fit_mosaic"
+    if opts.checkpoint is not None or opts.resume is not None:  # the inputs' contents, not only their sums
+        out["digest"] = digest(mats)
+    return out
 
 
 def _result(prep: _PreparedMosaic, outcome, opts, t_start: float) -> MosaicResult:

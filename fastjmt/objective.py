@@ -538,23 +538,36 @@ def cell_bias(mod: Modality, U: np.ndarray, sv: SideStats) -> np.ndarray:
     return closed_form_bias(mod.row_sums, U, sv, mod.p)
 
 
-def feature_bias(parts: list, Cf: np.ndarray) -> np.ndarray:
+def _bias_weights(mods: list) -> list:
+    """``ω_k = (w_k / Σw) / n_k`` of :func:`feature_bias` (equal shares when every weight is 0)."""
+    total_w = sum(mod.weight for mod in mods)
+    return [(mod.weight / total_w if total_w > 0 else 1.0 / len(mods)) / mod.n for mod in mods]
+
+
+def weighted_col_sums(mods: list) -> np.ndarray:
+    """``Σ_k ω_k X_kᵀ1`` over the blocks ``mods`` of one modality (:func:`feature_bias`): fixed during a fit."""
+    out = np.zeros(mods[0].p, dtype=np.float64)
+    for w, mod in zip(_bias_weights(mods), mods):
+        out += w * mod.col_sums
+    return out
+
+
+def feature_bias(parts: list, Cf: np.ndarray, col_sums: np.ndarray = None) -> np.ndarray:
     """The closed-form feature biases of a modality shared by several blocks.
 
     ``parts``: per block ``(mod, su)`` with ``su = side_stats(U_k, b_k)``. Minimising
     ``Σ_k w_k / (n_k p) |X_k − U_k Vᵀ − b_k 1ᵀ − 1 cᵀ|²`` over ``c`` gives
     ``c = Σ_k (w_k / n_k) (X_kᵀ1 − V (U_kᵀ1) − (1ᵀb_k) 1) / Σ_k w_k``; one block: :func:`closed_form_bias`.
+    ``col_sums``: :func:`weighted_col_sums` of the parts' blocks when the caller keeps it (it does not change).
     """
     if len(parts) == 1:
         mod, su = parts[0]
         return closed_form_bias(mod.col_sums, Cf, su, mod.n)
-    total_w = sum(mod.weight for mod, _ in parts)
-    sums = np.zeros(Cf.shape[0], dtype=np.float64)
+    mods = [mod for mod, _ in parts]
+    sums = weighted_col_sums(mods) if col_sums is None else col_sums
     ones = np.zeros(Cf.shape[1], dtype=np.float64)
     shift = 0.0
-    for mod, su in parts:  # Σ_k ω_k (X_kᵀ1 − (1ᵀb_k) 1) and Σ_k ω_k U_kᵀ1 with ω_k = (w_k / Σw) / n_k: one V product
-        w = (mod.weight / total_w if total_w > 0 else 1.0 / len(parts)) / mod.n
-        sums += w * mod.col_sums
+    for w, (mod, su) in zip(_bias_weights(mods), parts):  # Σ_k ω_k U_kᵀ1 and Σ_k ω_k 1ᵀb_k: one V product
         ones += w * su.ones
         shift += w * su.bias_sum
     return (sums - np.dot(Cf.astype(np.float64), ones) - shift).astype(Cf.dtype)

@@ -112,6 +112,7 @@ class Mosaic:
     a5: float
     a6: float
     dtype: np.dtype
+    cache: dict = field(default_factory=dict, repr=False)  # sums of the data the epochs reuse (driver._col_sums)
 
     def blocks_of_batch(self, batch: str) -> list:
         return [b for b in self.blocks if b.batch == batch]

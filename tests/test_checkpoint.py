@@ -77,8 +77,8 @@ def test_resume_keeps_the_shrunk_step_of_backtracking(data, tmp_path):
     cut_at = max(2, int(undone[0]) + 1)  # a checkpoint one epoch after the first undone one
     path = tmp_path / "fit.npz"
     _fit(data, checkpoint=path, checkpoint_every=cut_at, callback=_stop_after(cut_at + 1), **opts)
-    current = ckpt.read_meta(path)["current"]
-    assert current["it"] == cut_at and current["undone"] >= 1 and current["lr"] < 1.0
+    current = ckpt.read_meta(path)["current"]  # written where the callback stopped the fit
+    assert current["it"] == cut_at + 1 and current["undone"] >= 1 and current["lr"] < 1.0
     _same(_fit(data, resume=path, **opts), ref)
 
 
@@ -181,3 +181,29 @@ def test_process_killed_mid_fit_leaves_a_loadable_checkpoint(data, tmp_path):
     straight = _fit(data, n_init=1, max_iter=it + 3)
     np.testing.assert_array_equal(more.C_rna, straight.C_rna)
     np.testing.assert_array_equal(more.loss_history, straight.loss_history)
+
+
+@pytest.mark.parametrize("stop_at", [10, 8])  # on a checkpoint epoch / between two, with none written before
+def test_a_callback_stop_is_resumable_wherever_it_falls(data, reference, tmp_path, stop_at):
+    """The callback's stop writes the checkpoint of that epoch; resuming goes on to the same end as one fit."""
+    path = tmp_path / "fit.npz"
+    _fit(data, checkpoint=path, checkpoint_every=10, callback=_stop_after(stop_at))
+    assert ckpt.read_meta(path)["current"]["it"] == stop_at
+    _same(_fit(data, resume=path), reference)
+
+
+def test_resume_refuses_the_same_cells_in_another_order(data, tmp_path):
+    """Sums and nonzeros cannot tell reordered rows or features apart; the checkpoint's digest does."""
+    path = tmp_path / "fit.npz"
+    _fit(data, checkpoint=path, checkpoint_every=5, callback=_stop_after(6))
+    order = np.random.default_rng(0).permutation(data.atac.shape[0])
+    with pytest.raises(fastjmt.CheckpointError, match="digest"):
+        fastjmt.fit(data.rna, data.atac[order], data.gene_activity, **dict(OPTS, resume=path))
+    ga = data.gene_activity.tocsr(copy=True)  # one link moved to another region: same shape, nonzeros and sums
+    ga.indices[0] = (ga.indices[0] + 1) % ga.shape[1]
+    ga.sort_indices()
+    with pytest.raises(fastjmt.CheckpointError, match="digest"):
+        fastjmt.fit(data.rna, data.atac, ga, **dict(OPTS, resume=path))
+    with pytest.raises(fastjmt.CheckpointError, match="written by fastjmt.fit; resume it with fastjmt.fit"):
+        fastjmt.fit_mosaic({"rna": {"rna": data.rna}, "atac": {"atac": data.atac}}, data.gene_activity, n_shared=3,
+                           private={"rna": 1}, resume=path)

@@ -160,7 +160,7 @@ def test_checkpoint_and_resume_on_dask(sim, client, tmp_path):
     full = fastjmt.fit(*args, client=client, max_iter=6, **KW)
     first = fastjmt.fit(*args, client=client, max_iter=6, checkpoint=path, checkpoint_every=2,
                         callback=lambda it, terms, params: it >= 3, **KW)
-    assert first.n_iter == 3 and ckpt.read_meta(path)["current"]["it"] == 2  # resumes from epoch 2
+    assert first.n_iter == 3 and ckpt.read_meta(path)["current"]["it"] == 3  # written where the callback stopped
     cells = list((tmp_path / "fit.ckpt.cells").iterdir())
     assert len(cells) == 1  # only the folder the checkpoint names is kept
     resumed = fastjmt.fit(*args, client=client, max_iter=6, checkpoint=path, resume=path, **KW)
@@ -169,7 +169,7 @@ def test_checkpoint_and_resume_on_dask(sim, client, tmp_path):
     np.testing.assert_allclose(np.asarray(resumed.C_rna), np.asarray(full.C_rna), atol=1e-12)
     with pytest.raises(fastjmt.CheckpointError, match="made for other data or options"):
         fastjmt.fit(chunked(sim.rna, 150), *args[1:], client=client, max_iter=6, resume=path, **KW)
-    with pytest.raises(fastjmt.CheckpointError, match="differs in: row_chunks"):  # an in-memory fit's checkpoint
+    with pytest.raises(fastjmt.CheckpointError, match="differs in: .*row_chunks"):  # an in-memory fit's checkpoint
         mem = tmp_path / "mem.ckpt"
         fastjmt.fit(sim.rna, sim.atac, sim.gene_activity, max_iter=2, checkpoint=mem, **KW)
         fastjmt.fit(*args, client=client, max_iter=3, resume=mem, **KW)
