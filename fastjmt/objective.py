@@ -151,7 +151,8 @@ def closed_form_bias(x_sums: np.ndarray, M: np.ndarray, other: SideStats, n_othe
 
 
 def refit_biases(mod: Modality, f: Factors, cells_first: bool, U=None, known: SideStats = None) -> SideStats:
-    """Set both bias vectors of a modality to their closed-form minimisers, one after the other (in place).
+    """Set both bias vectors of a modality to their closed-form minimisers, one after the other (in place):
+    :func:`cell_bias` and :func:`feature_bias`, what the epoch's steps use, for one block.
 
     Uses all cells and features even in mini-batch mode: the closed forms need
     only the precomputed row and column sums of X and K-sized summaries of the
@@ -165,13 +166,13 @@ def refit_biases(mod: Modality, f: Factors, cells_first: bool, U=None, known: Si
     """
     U = matmul(f.C, f.S) if U is None else U
     if cells_first:
-        f.b[:] = closed_form_bias(mod.row_sums, U, side_stats(f.Cf, f.c) if known is None else known, mod.p)
+        f.b[:] = cell_bias(mod, U, side_stats(f.Cf, f.c) if known is None else known)
         last = side_stats(U, f.b)
-        f.c[:] = closed_form_bias(mod.col_sums, f.Cf, last, mod.n)
+        f.c[:] = feature_bias([(mod, last)], f.Cf)
     else:
-        f.c[:] = closed_form_bias(mod.col_sums, f.Cf, side_stats(U, f.b) if known is None else known, mod.n)
+        f.c[:] = feature_bias([(mod, side_stats(U, f.b) if known is None else known)], f.Cf)
         last = side_stats(f.Cf, f.c)
-        f.b[:] = closed_form_bias(mod.row_sums, U, last, mod.p)
+        f.b[:] = cell_bias(mod, U, last)
     return last
 
 
