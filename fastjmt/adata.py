@@ -89,6 +89,16 @@ def _split(rna, atac, mod_rna, mod_atac):
     return rna, atac, None
 
 
+def reissue(caught, skip_link_coverage: bool = False, stacklevel: int = 3) -> None:
+    """Warnings recorded inside fastjmt, issued again at the line that called the public function
+    (``stacklevel`` counted from the caller of this one); link-coverage warnings dropped when
+    ``skip_link_coverage`` (already warned, with names, when the links were built)."""
+    for w in caught:
+        if skip_link_coverage and issubclass(w.category, genome.LinkCoverageWarning):
+            continue
+        warnings.warn(w.message, w.category, stacklevel=stacklevel)
+
+
 def read_genes(path) -> genome.Intervals:
     """Gene coordinates from a path: a BED table (``.bed``/``.tsv``/``.txt``, optionally gzipped) or a GTF/GFF."""
     path = os.fspath(path)
@@ -240,10 +250,7 @@ def fit_anndata(
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         res = fit(G, R, A, n_shared=n_shared, n_rna_only=n_rna_only, n_atac_only=n_atac_only, **fit_kwargs)
-    for w in caught:  # re-issued at the caller's line, not at fastjmt's
-        if built and issubclass(w.category, genome.LinkCoverageWarning):
-            continue  # already warned, with names, when the links were built
-        warnings.warn(w.message, w.category, stacklevel=2)
+    reissue(caught, skip_link_coverage=built, stacklevel=3)
 
     write_results(rna_ad, atac_ad, res, key, gene_idx, fit_kwargs, obsm_key=obsm_key, varm_key=varm_key)
     return res
@@ -472,11 +479,8 @@ def fit_mosaic_anndata(
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         res = fit_mosaic(batches, A, n_shared=n_shared, private=private, **fit_kwargs)
-    for w in caught:  # re-issued at the caller's line
-        if issubclass(w.category, genome.LinkCoverageWarning) and (gene_activity is None or
-                                                                   isinstance(gene_activity, genome.GeneActivity)):
-            continue
-        warnings.warn(w.message, w.category, stacklevel=2)
+    reissue(caught, skip_link_coverage=gene_activity is None or isinstance(gene_activity, genome.GeneActivity),
+            stacklevel=3)
 
     obsm_key = f"X_{key}" if obsm_key is None else obsm_key
     varm_key = f"{key}_C" if varm_key is None else varm_key

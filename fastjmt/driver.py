@@ -124,12 +124,8 @@ class _Stepper:
         self.lr_max = sched.learning_rate  # the ceiling backtracking regrows it to (lowered by ``step_decay``)
         self.state = {}
         self.steps = {}
-        if isinstance(params, MosaicParams):
-            blocks = params.arrays().items()
-        else:  # a two-matrix fit's {"atac": Factors, "rna": Factors}
-            blocks = [(key + m, getattr(params[m], field)) for m in MODALITIES
-                      for key, field in (("Z_", "Z"), ("S_", "S"), ("Zf_", "Zf"))]
-        for key, arr in blocks:
+        mp = params if isinstance(params, MosaicParams) else MosaicParams.of_factors(params)  # or two-matrix
+        for key, arr in mp.arrays().items():
             if sched.optimizer == "adam":
                 self.state[key] = (np.zeros_like(arr), np.zeros_like(arr))
             self.steps[key] = 0
@@ -270,7 +266,6 @@ def _cell_and_S_step(mosaic: Mosaic, mp: MosaicParams, batch: str, eps: dict, st
     ep0.put(cells.C, I, C_I)
 
     for blk, (mod, bs, XV, S, sv, b_I) in zip(blocks, parts):
-        ep, feat, bf = eps[blk.name], mp.features[blk.modality], mp.blocks[blk.name]
         others = [mp.blocks[o.name].S for o in mosaic.blocks if o.name != blk.name]
         gS = obj.association_grad(mosaic, bs, XV, C_I, S, sv, b_I, others)
         step("S_" + blk.name, S, gS, np.arange(S.shape[0], dtype=np.int64))
@@ -282,8 +277,8 @@ def _cell_and_S_step(mosaic: Mosaic, mp: MosaicParams, batch: str, eps: dict, st
         U = obj.cell_factor(cells.C, bf.S)
         bf.b[:] = obj.cell_bias(mod, U, sv if ep.batch.full else obj.side_stats(feat.Cf, feat.c))
         last = obj.side_stats(U, bf.b)
-        parts = [(mod, last)] + _other_sides(mosaic, mp, eps, blk)
-        feat.c[:] = obj.feature_bias(parts, feat.Cf, _col_sums(mosaic, blk.modality))
+        sides = [(mod, last)] + _other_sides(mosaic, mp, eps, blk)
+        feat.c[:] = obj.feature_bias(sides, feat.Cf, _col_sums(mosaic, blk.modality))
         ep.cell_side = last if ep.batch.full else None
 
 
@@ -312,13 +307,7 @@ def _feature_step(mosaic: Mosaic, mp: MosaicParams, m: str, eps: dict, step: "_S
 
     full = all(eps[blk.name].batch.full for blk in blocks)
     if not full:  # features first over every cell: c, then each block's b
-        sides = [(blk.data, obj.side_stats(obj.cell_factor(mp.cells[blk.batch].C, mp.blocks[blk.name].S),
-                                           mp.blocks[blk.name].b)) for blk in blocks]
-        feat.c[:] = obj.feature_bias(sides, feat.Cf, _col_sums(mosaic, m))
-        sv = obj.side_stats(feat.Cf, feat.c)
-        for blk in blocks:
-            bf = mp.blocks[blk.name]
-            bf.b[:] = obj.cell_bias(blk.data, obj.cell_factor(mp.cells[blk.batch].C, bf.S), sv)
+        obj.refit_features_first(mosaic, mp, m, _col_sums(mosaic, m))
         return None
     feat.c[:] = obj.feature_bias([(blk.data, su) for blk, (_, _, su) in zip(blocks, parts)], feat.Cf,
                                  _col_sums(mosaic, m))
@@ -447,8 +436,9 @@ class RunState:
             for i, S in enumerate(self.snapshot.S):
                 arrays[f"{prefix}/snapshot/S{i}"] = S
         for key, (M, V) in self.stepper.state.items():
-            arrays[f"{prefix}/adam/{_adam_name(self.stepper, key)}/M"] = M
-            arrays[f"{prefix}/adam/{_adam_name(self.stepper, key)}/V"] = V
+            name = _adam_name(self.stepper, key, isinstance(self.params, MosaicParams))
+            arrays[f"{prefix}/adam/{name}/M"] = M
+            arrays[f"{prefix}/adam/{name}/V"] = V
         return {
             "snapshot_sizes": None if self.snapshot is None else [len(self.snapshot.labels), len(self.snapshot.S)],
             "seed": int(self.seed),
@@ -481,7 +471,7 @@ class RunState:
                       for m in MODALITIES}
         stepper = _Stepper(sched, params)
         for key in stepper.state:
-            name = _adam_name(stepper, key)
+            name = _adam_name(stepper, key, like is not None)
             stepper.state[key] = (np.array(arrays[f"{prefix}/adam/{name}/M"]),
                                   np.array(arrays[f"{prefix}/adam/{name}/V"]))
         stepper.steps = dict(meta["steps"])
@@ -504,11 +494,10 @@ class RunState:
                    stop_reason=meta.get("stop_reason", ""))
 
 
-def _adam_name(stepper: "_Stepper", key: str) -> str:
+def _adam_name(stepper: "_Stepper", key: str, mosaic: bool) -> str:
     """The name of a block's optimiser state in a checkpoint: its key for the two-matrix fit's blocks
     (``Z_atac`` …), its position for a mosaic's (batch names may hold any character)."""
-    two_matrix = key in ("Z_atac", "Z_rna", "S_atac", "S_rna", "Zf_atac", "Zf_rna") and len(stepper.steps) == 6
-    return key if two_matrix else f"block{list(stepper.steps).index(key)}"
+    return f"block{list(stepper.steps).index(key)}" if mosaic else key
 
 
 def start_run(problem: Problem, sched: Schedule, n_shared: int, n_rna_only: int, n_atac_only: int,
@@ -518,10 +507,16 @@ def start_run(problem: Problem, sched: Schedule, n_shared: int, n_rna_only: int,
     rng = np.random.default_rng(seed)
     params = initialize(problem, n_shared, n_rna_only, n_atac_only, sched.init, rng, sched.init_scale)
     terms, _ = obj.evaluate(problem, params, with_grad=False)
+    return _started(sched, seed, rng, params, terms, Snapshot.of, t0)
+
+
+def _started(sched: Schedule, seed: int, rng, params, terms: dict, snapshot_of, t0: float) -> RunState:
+    """A restart's state at epoch 0 from its starting ``params`` and their ``terms``: fresh optimiser state, the
+    loss history's first row, the first snapshot of the answer (``snapshot_of(params, loss)``) for ``stop="answer"``."""
     state = RunState(seed, params, _Stepper(sched, params), rng, [[terms[t] for t in TERMS] + [terms["total"]]],
                      prev=terms["total"])
     if sched.stop == "answer":
-        state.snapshot = Snapshot.of(params, terms["total"])
+        state.snapshot = snapshot_of(params, terms["total"])
     state.seconds = time.perf_counter() - t0
     return state
 
@@ -603,12 +598,7 @@ class MosaicEngine(InMemory):
         rng = np.random.default_rng(seed)
         mp = self.start_params(rng)
         terms, _ = obj.evaluate_mosaic(self.mosaic, mp, with_grad=False)
-        state = RunState(seed, mp, _Stepper(self.sched, mp), rng, [[terms[t] for t in TERMS] + [terms["total"]]],
-                         prev=terms["total"])
-        if self.sched.stop == "answer":
-            state.snapshot = self.snapshot(state, terms["total"])
-        state.seconds = time.perf_counter() - t0
-        return state
+        return _started(self.sched, seed, rng, mp, terms, self._snapshot_of, t0)
 
     def epoch(self, state: "RunState", it: int) -> dict:
         return block_epoch(self.mosaic, state.params, self.sched, state.stepper, state.rng, it)
@@ -619,7 +609,9 @@ class MosaicEngine(InMemory):
                             {b.name: None for b in self.mosaic.blocks})
 
     def snapshot(self, state: "RunState", loss: float) -> Snapshot:
-        mp = state.params
+        return self._snapshot_of(state.params, loss)
+
+    def _snapshot_of(self, mp: MosaicParams, loss: float) -> Snapshot:
         labels = [np.argmax(mp.cells[k].C, axis=1).astype(np.int32) for k in self.mosaic.batches]
         labels += [np.argmax(mp.features[m].Cf, axis=1).astype(np.int32) for m in self.mosaic.modalities()]
         return Snapshot(labels, [mp.blocks[b.name].S.astype(np.float64) for b in self.mosaic.blocks], loss)

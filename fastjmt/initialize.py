@@ -737,6 +737,12 @@ def _onehot(labels, K):
     return sp.csr_matrix((np.ones(n), (labels, np.arange(n))), shape=(K, n))
 
 
+def _move(Z, rows, cols, scale):
+    """The start's logits of the cells ``rows`` (a mask) become ``scale`` × one-hot of their new ``cols``."""
+    Z[rows] = 0
+    Z[np.flatnonzero(rows), cols] = scale
+
+
 def initialize_mosaic(mosaic, matrices: dict, A, n_shared: int, private: dict, method: str,
                       rng: np.random.Generator, init_scale: float, weights: dict, low_memory: bool = False):
     """Starting factors of a mosaic (:class:`fastjmt.problem.MosaicParams`), from the two-matrix start.
@@ -822,8 +828,7 @@ def initialize_mosaic(mosaic, matrices: dict, A, n_shared: int, private: dict, m
             blk = next(b for b in mosaic.blocks_of_batch(k) if b.modality == side)
             P = obj.program_activity(blk.data, features[side].Cf).astype(np.float64)
             P[:, masked] = -np.inf
-            Z[bad] = 0
-            Z[np.flatnonzero(bad), P[bad].argmax(axis=1)] = init_scale
+            _move(Z, bad, P[bad].argmax(axis=1), init_scale)
         cells[k] = Z
     if paired and atac_side is not paired and method != "random":
         R_paired = stacked(paired)
@@ -837,8 +842,7 @@ def initialize_mosaic(mosaic, matrices: dict, A, n_shared: int, private: dict, m
             allowed = ~own
             allowed[masked] = False
             new = paired_profile_labels(R_paired, cols_paired, matrices[b.name], allowed, K)
-            Z[move] = 0
-            Z[np.flatnonzero(move), new[move]] = init_scale
+            _move(Z, move, new[move], init_scale)
     cells = {k: Cells(Z, softmax(Z)) for k, Z in cells.items()}
 
     simple = len(rna_blocks) == 1 and len(atac_blocks) == 1 and not paired and np.array_equal(perm, np.arange(K))
@@ -852,12 +856,7 @@ def initialize_mosaic(mosaic, matrices: dict, A, n_shared: int, private: dict, m
         f = Factors(c.Z, c.C, feat.Zf, feat.Cf, np.zeros((K, K), dt), np.zeros(b.data.n, dt), feat.c.copy())
         fit_association(b.data, f)
         blocks[b.name] = BlockFactors(f.S, f.b)
-    for m in MODALITIES:
-        feat = features[m]
-        sides = [(b.data, obj.side_stats(obj.cell_factor(cells[b.batch].C, blocks[b.name].S), blocks[b.name].b))
-                 for b in mosaic.blocks_of_modality(m)]
-        feat.c[:] = obj.feature_bias(sides, feat.Cf)
-        sv = obj.side_stats(feat.Cf, feat.c)
-        for b in mosaic.blocks_of_modality(m):
-            blocks[b.name].b[:] = obj.cell_bias(b.data, obj.cell_factor(cells[b.batch].C, blocks[b.name].S), sv)
-    return MosaicParams(cells, features, blocks)
+    mp = MosaicParams(cells, features, blocks)
+    for m in MODALITIES:  # the feature biases shared by the blocks, then each block's cell biases
+        obj.refit_features_first(mosaic, mp, m)
+    return mp

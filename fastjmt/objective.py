@@ -456,18 +456,18 @@ def association_coupling_grad(problem: Problem, S: np.ndarray, other_S) -> np.nd
     norm = np.sqrt(frob(S, S))
     if norm <= 0.0:
         return np.zeros(S.shape)
-    T = _unit_sum(others)
+    T, _ = _unit_sum(others)
     Sh = S.astype(np.float64) / norm
     g = (T - float(np.sum(Sh * T)) * Sh) / norm
     return -(problem.a3 / len(others)) * g
 
 
-def _unit_sum(mats: list) -> np.ndarray:
-    """``Σ_t S_t / |S_t|`` over the matrices of nonzero norm (float64)."""
+def _unit_sum(mats: list) -> tuple:
+    """``Σ_t S_t / |S_t|`` over the matrices of nonzero norm (float64), and how many those are."""
     stack = np.asarray(mats, dtype=np.float64)
     norms = np.sqrt(np.einsum("tij,tij->t", stack, stack))
     keep = norms > 0
-    return np.einsum("tij,t->ij", stack[keep], 1.0 / norms[keep])
+    return np.einsum("tij,t->ij", stack[keep], 1.0 / norms[keep]), int(keep.sum())
 
 
 def association_coupling_value(S_list: list) -> float:
@@ -479,10 +479,7 @@ def association_coupling_value(S_list: list) -> float:
     if B == 2:
         return cosine_and_grads(S_list[0], S_list[1])[0]
     # Σ_{s<t} ⟨Ŝ_s, Ŝ_t⟩ = (|Σ Ŝ|² − Σ |Ŝ|²) / 2 over the matrices of nonzero norm
-    stack = np.asarray(S_list, dtype=np.float64)
-    norms = np.sqrt(np.einsum("tij,tij->t", stack, stack))
-    n_unit = int(np.sum(norms > 0))
-    T = _unit_sum(S_list)
+    T, n_unit = _unit_sum(S_list)
     return (float(np.sum(T * T)) - n_unit) / 2.0 / (B - 1)
 
 
@@ -572,6 +569,19 @@ def feature_bias(parts: list, Cf: np.ndarray, col_sums: np.ndarray = None) -> np
         ones += w * su.ones
         shift += w * su.bias_sum
     return (sums - np.dot(Cf.astype(np.float64), ones) - shift).astype(Cf.dtype)
+
+
+def refit_features_first(mosaic: Mosaic, mp: MosaicParams, m: str, col_sums: np.ndarray = None) -> None:
+    """Modality ``m``'s feature biases over every block's cells (:func:`feature_bias`), then each block's cell
+    biases given them (:func:`cell_bias`), in place; ``col_sums`` as for :func:`feature_bias`."""
+    blocks = mosaic.blocks_of_modality(m)
+    feat = mp.features[m]
+    U = {b.name: cell_factor(mp.cells[b.batch].C, mp.blocks[b.name].S) for b in blocks}
+    feat.c[:] = feature_bias([(b.data, side_stats(U[b.name], mp.blocks[b.name].b)) for b in blocks], feat.Cf,
+                             col_sums)
+    sv = side_stats(feat.Cf, feat.c)
+    for b in blocks:
+        mp.blocks[b.name].b[:] = cell_bias(b.data, U[b.name], sv)
 
 
 #: placeholders for the optional arguments of ``logit_step_rows``

@@ -28,7 +28,7 @@ import warnings
 
 import numpy as np
 
-from .adata import _split, fit_anndata, fit_mosaic_anndata, result_from_anndata
+from .adata import _split, fit_anndata, fit_mosaic_anndata, reissue, result_from_anndata
 
 
 def _pair(data, mod_rna, mod_atac):
@@ -72,8 +72,7 @@ def jmt(data, *, n_shared: int, n_rna_only: int = 0, n_atac_only: int = 0, key_a
         warnings.simplefilter("always")
         fit_anndata(rna_ad, atac_ad, n_shared=n_shared, n_rna_only=n_rna_only, n_atac_only=n_atac_only,
                     key=key_added, obsm_key=key_added, varm_key=key_added, **kwargs)
-    for w in caught:  # re-issued at the caller's line
-        warnings.warn(w.message, w.category, stacklevel=2)
+    reissue(caught)
     return data if copy else None
 
 
@@ -118,8 +117,7 @@ def jmt_mosaic(data, *, batch_key: str, n_shared: int, private: dict | None = No
         warnings.simplefilter("always")
         fit_mosaic_anndata(*args, batch_key=batch_key, n_shared=n_shared, private=private, key=key_added,
                            obsm_key=key_added, varm_key=key_added, mod_rna=mod_rna, mod_atac=mod_atac, **kwargs)
-    for w in caught:  # re-issued at the caller's line
-        warnings.warn(w.message, w.category, stacklevel=2)
+    reissue(caught)
     return data if copy else None
 
 
